@@ -1,0 +1,42 @@
+"""Operator settings from command-line flags or environment (``MANAGED_SECRETS_*``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"MANAGED_SECRETS_{name}", default)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    #: Namespaces to watch; empty means the whole cluster.
+    namespaces: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    log_format: str = "text"  # or "json"
+    metrics_port: int = 0  # 0: no metrics server
+    health_port: int = 0  # 0: no health endpoint
+    workers: int = 32
+    backoff_base: float = 5.0
+    backoff_max: float = 300.0
+    #: Passed to providers (timeouts); no credentials here.
+    provider_options: dict[str, str] = field(default_factory=dict)
+    #: Kubeconfig to use; empty: in-cluster, else the usual KUBECONFIG / ~/.kube/config.
+    kubeconfig: str = ""
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        namespaces = tuple(n for n in _env("NAMESPACES", "").replace(",", " ").split() if n)
+        return cls(
+            namespaces=namespaces,
+            log_level=_env("LOG_LEVEL", "INFO").upper(),
+            log_format=_env("LOG_FORMAT", "text"),
+            metrics_port=int(_env("METRICS_PORT", "0")),
+            health_port=int(_env("HEALTH_PORT", "0")),
+            workers=int(_env("WORKERS", "32")),
+            backoff_base=float(_env("BACKOFF_BASE", "5")),
+            backoff_max=float(_env("BACKOFF_MAX", "300")),
+            kubeconfig=_env("KUBECONFIG", os.environ.get("KUBECONFIG", "")),
+        )

@@ -1,0 +1,110 @@
+"""Domain errors: each carries a stable reason that lands in the Ready condition.
+
+Messages name keys, fields and backends, never values: they reach status, events and logs.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    SYNCED = "Synced"
+    BACKEND_UNAVAILABLE = "BackendUnavailable"
+    AUTH_FAILED = "AuthFailed"
+    REMOTE_KEY_NOT_FOUND = "RemoteKeyNotFound"
+    PROPERTY_NOT_FOUND = "PropertyNotFound"
+    VERSION_NOT_FOUND = "VersionNotFound"
+    TEMPLATE_ERROR = "TemplateError"
+    BACKEND_NOT_FOUND = "BackendNotFound"
+    BACKEND_NOT_ALLOWED = "BackendNotAllowed"
+    KEY_NOT_ALLOWED = "KeyNotAllowed"
+    INVALID_SPEC = "InvalidSpec"
+    INVALID_BACKEND = "InvalidBackend"
+    TARGET_EXISTS = "TargetExists"
+    TARGET_NOT_FOUND = "TargetNotFound"
+    PROVIDER_NOT_INSTALLED = "ProviderNotInstalled"
+    WRITE_FAILED = "WriteFailed"
+    INTERNAL_ERROR = "InternalError"
+
+
+class SyncError(Exception):
+    """A failure that leaves the target Secret as it was and is reported with a stable reason."""
+
+    reason: Reason = Reason.INTERNAL_ERROR
+    #: Whether trying again later may succeed without anybody changing the spec.
+    transient: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BackendUnavailable(SyncError):
+    reason = Reason.BACKEND_UNAVAILABLE
+    transient = True
+
+
+class AuthFailed(SyncError):
+    reason = Reason.AUTH_FAILED
+    transient = True
+
+
+class RemoteKeyNotFound(SyncError):
+    reason = Reason.REMOTE_KEY_NOT_FOUND
+    transient = True
+
+
+class VersionNotFound(SyncError):
+    reason = Reason.VERSION_NOT_FOUND
+    transient = True
+
+
+class PropertyNotFound(SyncError):
+    reason = Reason.PROPERTY_NOT_FOUND
+    transient = True
+
+
+class TemplateError(SyncError):
+    reason = Reason.TEMPLATE_ERROR
+
+
+class BackendNotFound(SyncError):
+    reason = Reason.BACKEND_NOT_FOUND
+    transient = True
+
+
+class BackendNotAllowed(SyncError):
+    reason = Reason.BACKEND_NOT_ALLOWED
+    transient = True  # namespace labels can change without any event the operator watches
+
+
+class KeyNotAllowed(SyncError):
+    reason = Reason.KEY_NOT_ALLOWED
+
+
+class InvalidSpec(SyncError):
+    reason = Reason.INVALID_SPEC
+
+
+class InvalidBackend(SyncError):
+    reason = Reason.INVALID_BACKEND
+
+
+class TargetExists(SyncError):
+    reason = Reason.TARGET_EXISTS
+    transient = True
+
+
+class TargetNotFound(SyncError):
+    reason = Reason.TARGET_NOT_FOUND
+    transient = True
+
+
+class ProviderNotInstalled(SyncError):
+    reason = Reason.PROVIDER_NOT_INSTALLED
+
+
+class WriteFailed(SyncError):
+    reason = Reason.WRITE_FAILED
+    transient = True

@@ -1,0 +1,123 @@
+"""Kopf wiring. Handlers only forward watch events; all logic lives in runtime/ and core/.
+
+Kopf writes nothing to the objects: no change handlers (no last-handled-configuration annotation), no
+Kopf finalizers, no status from handler results, no events from log lines. Its work here is the
+watching, the start-up listing and the health endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from managed_secrets.config import OperatorConfig
+from managed_secrets.kube.cluster import GROUP, VERSION
+from managed_secrets.logsafety import pin_sdk_loggers
+from managed_secrets.models.managedsecret import BackendKind
+from managed_secrets.runtime.factory import Runtime, build_runtime, make_api_client
+
+log = logging.getLogger(__name__)
+
+
+def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    def runtime() -> Runtime:
+        return holder["runtime"]
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # we post events for what a person needs, not per log line
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 10
+        settings.networking.request_timeout = 30
+        settings.peering.standalone = True
+        rt = build_runtime(config)
+        holder["runtime"] = rt
+        await rt.controller.start()
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # The same identity and endpoint as the operator's own client, wherever it was configured.
+        configuration = make_api_client(config).configuration
+        header = configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
+        scheme, _, value = header.partition(" ") if " " in header else ("Bearer", "", header)
+        return kopf.ConnectionInfo(
+            server=configuration.host,
+            ca_path=configuration.ssl_ca_cert,
+            insecure=not configuration.verify_ssl,
+            scheme=scheme if value else None,
+            token=value or None,
+            certificate_path=configuration.cert_file,
+            private_key_path=configuration.key_file,
+            default_namespace=None,
+        )
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        rt = holder.pop("runtime", None)
+        if rt is not None:
+            await rt.controller.stop()
+            rt.close()
+
+    @kopf.on.event(GROUP, VERSION, "managedsecrets", registry=registry)
+    async def managed_secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+        meta = body.get("metadata", {})
+        if type == "DELETED":
+            runtime().controller.forget(meta.get("namespace", ""), meta.get("name", ""))
+        else:
+            runtime().controller.observe(_plain(body))
+
+    def backend_event(kind: BackendKind) -> Any:
+        async def handler(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
+            meta = body.get("metadata", {})
+            namespace = meta.get("namespace") if kind is BackendKind.SECRET_BACKEND else None
+            rt = runtime()
+            if type == "DELETED":
+                rt.cluster.forget_backend(kind, meta.get("name", ""), namespace)
+            else:
+                rt.cluster.remember_backend({**_plain(body), "kind": kind.value})
+            if type is not None:  # not the initial listing: something changed now
+                rt.controller.backend_changed(kind, meta.get("name", ""), namespace)
+
+        return handler
+
+    kopf.on.event(GROUP, VERSION, "secretbackends", registry=registry)(
+        backend_event(BackendKind.SECRET_BACKEND)
+    )
+    kopf.on.event(GROUP, VERSION, "clustersecretbackends", registry=registry)(
+        backend_event(BackendKind.CLUSTER_SECRET_BACKEND)
+    )
+    return registry
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: body[key] for key in body}
+
+
+async def run_operator(
+    config: OperatorConfig,
+    *,
+    stop_flag: asyncio.Event | None = None,
+    ready_flag: threading.Event | asyncio.Event | None = None,
+    liveness_endpoint: str | None = None,
+    holder: dict[str, Runtime] | None = None,
+) -> None:
+    pin_sdk_loggers()  # whoever embeds the operator, SDK body logging stays off
+    holder = {} if holder is None else holder
+    registry = build_registry(config, holder)
+    await kopf.operator(
+        registry=registry,
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+        liveness_endpoint=liveness_endpoint,
+    )

@@ -1,0 +1,1 @@
+"""The Kubernetes edge: the core's ports implemented with the official client; ApiException ends here."""

@@ -1,0 +1,1 @@
+"""Typed models of the custom resources; parsing happens at the boundary (see ``parse``)."""

@@ -1,0 +1,29 @@
+"""Go-style durations (`30s`, `1h30m`, `0`), the format Kubernetes users write in manifests."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+#: Also the CRD's `pattern`, so the apiserver rejects what this module would.
+DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    text = text.strip()
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"invalid duration {text!r}: use a number with a unit, like 30s, 5m, 1h30m, or 0")
+    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    if seconds == 0:
+        return "0"
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return "".join(parts) or f"{int(seconds * 1000)}ms"

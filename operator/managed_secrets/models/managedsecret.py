@@ -1,0 +1,141 @@
+"""Typed view of a ManagedSecret: parsed once at the boundary, the core never indexes raw dicts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from managed_secrets.models.base import CamelModel
+from managed_secrets.models.duration import parse_duration
+
+
+class BackendKind(StrEnum):
+    SECRET_BACKEND = "SecretBackend"  # noqa: S105 - a kind, not a password
+    CLUSTER_SECRET_BACKEND = "ClusterSecretBackend"  # noqa: S105
+
+
+class CreationPolicy(StrEnum):
+    OWNER = "Owner"
+    ORPHAN = "Orphan"
+    MERGE = "Merge"
+
+
+class DeletionPolicy(StrEnum):
+    DELETE = "Delete"
+    RETAIN = "Retain"
+
+
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class BackendRef(CamelModel):
+    name: str
+    kind: BackendKind = BackendKind.SECRET_BACKEND
+
+
+class RemoteRef(CamelModel):
+    key: str = Field(min_length=1)
+    property: str | None = None
+    version: str | None = None
+
+
+class DataItem(CamelModel):
+    secret_key: str = Field(min_length=1)
+    remote_ref: RemoteRef
+
+
+class ExtractRef(CamelModel):
+    key: str = Field(min_length=1)
+    version: str | None = None
+
+
+class DataFromItem(CamelModel):
+    extract: ExtractRef
+
+
+class TargetTemplate(CamelModel):
+    data: dict[str, str] = Field(default_factory=dict)
+
+
+class Target(CamelModel):
+    name: str | None = None
+    type: str = "Opaque"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    creation_policy: CreationPolicy = CreationPolicy.OWNER
+    deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
+    template: TargetTemplate | None = None
+
+
+class RolloutKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+    DAEMON_SET = "DaemonSet"
+    ROLLOUT = "Rollout"  # Argo Rollouts, restarted through spec.restartAt
+
+
+class RolloutTarget(CamelModel):
+    kind: RolloutKind
+    name: str = Field(min_length=1)
+
+
+class Rollout(CamelModel):
+    targets: list[RolloutTarget] = Field(default_factory=list)
+    auto: bool = False
+    debounce: Duration = timedelta(seconds=10)
+
+
+class ManagedSecretSpec(CamelModel):
+    backend_ref: BackendRef
+    refresh_interval: Duration = timedelta(hours=1)
+    target: Target = Field(default_factory=Target)
+    data: list[DataItem] = Field(default_factory=list)
+    data_from: list[DataFromItem] = Field(default_factory=list)
+    rollout: Rollout | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _unique_secret_keys(cls, items: list[DataItem]) -> list[DataItem]:
+        seen: set[str] = set()
+        for item in items:
+            if item.secret_key in seen:
+                raise ValueError(f"secretKey {item.secret_key!r} appears twice")
+            seen.add(item.secret_key)
+        return items
+
+    @model_validator(mode="after")
+    def _has_source(self) -> ManagedSecretSpec:
+        if not self.data and not self.data_from:
+            raise ValueError("set at least one of data or dataFrom")
+        return self
+
+
+class ManagedSecretRef(CamelModel):
+    """Identity of a ManagedSecret, for logs, keys and owner references."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class ManagedSecret(CamelModel):
+    """What the reconcile core needs of a ManagedSecret object."""
+
+    ref: ManagedSecretRef
+    generation: int = 0
+    spec: ManagedSecretSpec
+    force_sync_token: str | None = None
+
+    @property
+    def target_name(self) -> str:
+        return self.spec.target.name or self.ref.name

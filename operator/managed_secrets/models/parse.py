@@ -1,0 +1,76 @@
+"""Raw Kubernetes bodies in, typed models out; validation failures become stable reasons."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from managed_secrets.errors import InvalidBackend, InvalidSpec
+from managed_secrets.models.backend import NON_PROVIDER_FIELDS, Backend, BackendId, NamespaceCondition
+from managed_secrets.models.managedsecret import (
+    BackendKind,
+    ManagedSecret,
+    ManagedSecretRef,
+    ManagedSecretSpec,
+)
+
+FORCE_SYNC_ANNOTATION = "managedsecrets.io/force-sync"
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Field paths and what is wrong with them; never the offending input (it could be a value)."""
+    parts = []
+    for detail in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in detail["loc"]) or "spec"
+        parts.append(f"{where}: {detail['msg']}")
+    return "; ".join(parts)
+
+
+def parse_managed_secret(body: Mapping[str, Any]) -> ManagedSecret:
+    meta = body.get("metadata", {})
+    ref = ManagedSecretRef(
+        namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", "")
+    )
+    try:
+        spec = ManagedSecretSpec.model_validate(body.get("spec") or {})
+    except ValidationError as error:
+        raise InvalidSpec(f"spec is invalid: {describe_validation_error(error)}") from None
+    annotations = meta.get("annotations") or {}
+    return ManagedSecret(
+        ref=ref,
+        generation=meta.get("generation", 0),
+        spec=spec,
+        force_sync_token=annotations.get(FORCE_SYNC_ANNOTATION),
+    )
+
+
+def parse_backend(body: Mapping[str, Any]) -> Backend:
+    meta = body.get("metadata", {})
+    kind = BackendKind(body.get("kind", BackendKind.SECRET_BACKEND.value))
+    backend_id = BackendId(
+        kind=kind,
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace") if kind is BackendKind.SECRET_BACKEND else None,
+    )
+    spec: Mapping[str, Any] = body.get("spec") or {}
+    blocks = sorted(
+        key for key, value in spec.items() if key not in NON_PROVIDER_FIELDS and value is not None
+    )
+    if len(blocks) != 1:
+        found = ", ".join(blocks) or "none"
+        raise InvalidBackend(f"{backend_id}: set exactly one provider block (found: {found})")
+    provider = blocks[0]
+    try:
+        conditions = [NamespaceCondition.model_validate(item) for item in spec.get("conditions") or []]
+    except ValidationError as error:
+        raise InvalidBackend(f"{backend_id}: conditions: {describe_validation_error(error)}") from None
+    return Backend(
+        id=backend_id,
+        uid=meta.get("uid", ""),
+        generation=meta.get("generation", 0),
+        provider=provider,
+        config=dict(spec[provider]),
+        conditions=conditions,
+    )

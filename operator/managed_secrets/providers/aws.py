@@ -1,0 +1,555 @@
+"""AWS Secrets Manager and SSM Parameter Store through boto3.
+
+Auth, in this order: static keys from a Secret (optionally with a session token), a projected
+service-account token exchanged with STS AssumeRoleWithWebIdentity (IRSA), else the default credential
+chain of the operator's pod. ``role`` (with an optional ``externalID``) is then assumed on top of the
+static keys or the default chain. Temporary credentials are refreshed by botocore shortly before they
+expire, never on every read.
+
+Versions: Secrets Manager takes a staging label (``AWSCURRENT``, ``AWSPREVIOUS``, any custom label) or a
+version id (a UUID, or any id written as ``uuid/<id>``); Parameter Store takes a version number or a
+label (sent as the ``name:selector`` form). Secrets Manager reads of current values are batched with
+BatchGetSecretValue (20 ids a call); Parameter Store reads with GetParameters (10 names a call).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar, cast
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+from botocore.credentials import CredentialProvider, RefreshableCredentials
+from botocore.session import Session as BotocoreSession
+from pydantic import Field
+
+from managed_secrets.errors import (
+    AuthFailed,
+    BackendUnavailable,
+    InvalidBackend,
+    InvalidSpec,
+    RemoteKeyNotFound,
+    SyncError,
+    VersionNotFound,
+)
+from managed_secrets.logsafety import pin_sdk_loggers
+from managed_secrets.models.base import CamelModel
+from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
+
+T = TypeVar("T")
+
+
+class AWSService(StrEnum):
+    SECRETS_MANAGER = "SecretsManager"
+    PARAMETER_STORE = "ParameterStore"
+
+
+class SecretKeyRef(CamelModel):
+    name: str
+    key: str
+    namespace: str | None = None
+
+
+class ServiceAccountRef(CamelModel):
+    name: str
+    namespace: str | None = None
+    audiences: list[str] = Field(default_factory=list)
+
+
+class AWSSecretRef(CamelModel):
+    access_key_id: SecretKeyRef = Field(alias="accessKeyID")
+    secret_access_key: SecretKeyRef
+    session_token: SecretKeyRef | None = None
+
+
+class AWSJWTAuth(CamelModel):
+    service_account_ref: ServiceAccountRef
+
+
+class AWSAuth(CamelModel):
+    secret_ref: AWSSecretRef | None = None
+    jwt: AWSJWTAuth | None = None
+
+
+class AWSConfig(CamelModel):
+    service: AWSService = AWSService.SECRETS_MANAGER
+    region: str = Field(min_length=1)
+    endpoint: str | None = None
+    auth: AWSAuth | None = None
+    role: str | None = None
+    external_id: str | None = Field(default=None, alias="externalID")
+
+
+#: Audience of the projected token STS accepts by default for IRSA.
+DEFAULT_WEB_IDENTITY_AUDIENCE = "sts.amazonaws.com"
+SECRETS_MANAGER_MAX_BATCH = 20
+PARAMETER_STORE_MAX_BATCH = 10
+SESSION_NAME = "managed-secrets"
+
+_AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidIdentityToken",
+        "IDPRejectedClaim",
+        "IDPCommunicationError",
+        "MissingAuthenticationToken",
+        "AuthFailure",
+        "DecryptionFailure",  # the caller may not use the KMS key of the secret
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "KMSNotFoundException",
+    }
+)
+_NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "ParameterNotFound"})
+_VERSION_NOT_FOUND_CODES = frozenset({"ParameterVersionNotFound", "ParameterVersionLabelLimitExceeded"})
+_INVALID_CODES = frozenset(
+    {"ValidationException", "InvalidParameterException", "InvalidKeyId", "InvalidParameterValue"}
+)
+_STATUS_CODES = {401: "AccessDenied", 403: "AccessDenied", 404: "ResourceNotFoundException"}
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_CURRENT = "AWSCURRENT"
+
+
+def _error_code(error: botocore.exceptions.ClientError) -> str:
+    code = str(error.response.get("Error", {}).get("Code", "Unknown"))
+    if code.isdigit() or code == "Unknown":
+        # An answer botocore could not parse (a proxy's page, an XML error to a JSON API): use the status.
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        code = _STATUS_CODES.get(status, f"HTTP{status}")
+    return code
+
+
+class _Translator:
+    """Turns botocore exceptions into domain errors; messages name the operation and key, never values."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def call(self, call: Callable[[], T], what: str, *, key: RemoteKey | None = None) -> T:
+        try:
+            return call()
+        except SyncError:
+            raise  # raised by our own credential refresh
+        except botocore.exceptions.ClientError as error:
+            raise self.client_error(_error_code(error), what, key) from None
+        except (
+            botocore.exceptions.NoCredentialsError,
+            botocore.exceptions.PartialCredentialsError,
+            botocore.exceptions.CredentialRetrievalError,
+            botocore.exceptions.InvalidConfigError,
+        ) as error:
+            raise AuthFailed(
+                f"{self.label}: {what}: no usable credentials ({type(error).__name__})"
+            ) from None
+        except botocore.exceptions.NoRegionError:
+            raise InvalidBackend(f"{self.label}: {what}: no region") from None
+        except botocore.exceptions.ParamValidationError:
+            raise InvalidSpec(
+                f"{self.label}: {what}: the request was refused by parameter validation"
+            ) from None
+        except botocore.exceptions.SSLError:
+            raise BackendUnavailable(f"{self.label}: {what}: TLS verification failed") from None
+        except (botocore.exceptions.BotoCoreError, OSError) as error:
+            # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError, ...
+            raise BackendUnavailable(f"{self.label}: {what}: {type(error).__name__}") from None
+
+    def client_error(  # noqa: PLR0911 - one return per family of error codes
+        self, code: str, what: str, key: RemoteKey | None
+    ) -> SyncError:
+        if code in _AUTH_CODES:
+            return AuthFailed(f"{self.label}: {what}: {code}")
+        if code in _VERSION_NOT_FOUND_CODES:
+            return VersionNotFound(f"{self.label}: {what}: version not found ({code})")
+        if code in _NOT_FOUND_CODES:
+            if key is not None and key.version is not None:
+                return VersionNotFound(f"{self.label}: {what}: version {key.version} not found ({code})")
+            return RemoteKeyNotFound(f"{self.label}: {what}: key not found ({code})")
+        if code == "InvalidRequestException":
+            # Secrets Manager answers this for secrets scheduled for deletion.
+            return RemoteKeyNotFound(f"{self.label}: {what}: key is not readable ({code})")
+        if code in _INVALID_CODES:
+            return InvalidSpec(f"{self.label}: {what}: request refused ({code})")
+        return BackendUnavailable(f"{self.label}: {what}: AWS error {code}")
+
+
+class _Session:
+    """Builds boto3 clients with the configured credentials; credentials are resolved on first use."""
+
+    def __init__(self, config: AWSConfig, context: ProviderContext, translator: _Translator) -> None:
+        self._config = config
+        self._context = context
+        self._translator = translator
+        self._label = context.backend_label
+        auth = config.auth
+        if auth is not None and auth.secret_ref is not None and auth.jwt is not None:
+            raise InvalidBackend(f"{self._label}: aws.auth must set at most one of secretRef, jwt")
+        if auth is not None and auth.jwt is not None and not config.role:
+            raise InvalidBackend(f"{self._label}: aws.auth.jwt needs aws.role (the role to assume)")
+        if config.external_id and not config.role:
+            raise InvalidBackend(f"{self._label}: aws.externalID needs aws.role")
+        options = context.options
+        self._botocore_config = Config(
+            region_name=config.region,
+            connect_timeout=float(options.get("timeout_seconds", 10)),
+            read_timeout=float(options.get("timeout_seconds", 10)),
+            retries={"max_attempts": int(options.get("max_attempts", 3)), "mode": "standard"},
+            user_agent_extra="managed-secrets",
+        )
+        self.event_hooks: list[tuple[str, Callable[..., Any]]] = list(options.get("aws_event_hooks", ()))
+
+    def client(self, service: str) -> Any:
+        return self._make_client(self._session(), service, self._botocore_config)
+
+    def _make_client(self, session: boto3.Session, service: str, config: Config) -> Any:
+        client = session.client(cast("Any", service), endpoint_url=self._config.endpoint, config=config)
+        for event, hook in self.event_hooks:
+            client.meta.events.register(event, hook)
+        return client
+
+    def _session(self) -> boto3.Session:
+        base = self._base_session()
+        if not self._config.role:
+            return base
+        botocore_session = BotocoreSession()
+        botocore_session.set_config_variable("region", self._config.region)
+        if self._config.auth is not None and self._config.auth.jwt is not None:
+            refresh = self._web_identity_refresher()
+            method = "assume-role-with-web-identity"
+        else:
+            refresh = self._assume_role_refresher(base)
+            method = "assume-role"
+        credentials = RefreshableCredentials.create_from_metadata(
+            metadata=refresh(), refresh_using=refresh, method=method
+        )
+        botocore_session.get_component("credential_provider").insert_before(
+            "env", _ResolvedCredentials(credentials)
+        )
+        return boto3.Session(botocore_session=botocore_session, region_name=self._config.region)
+
+    def _base_session(self) -> boto3.Session:
+        auth = self._config.auth
+        if auth is None or auth.secret_ref is None:
+            return boto3.Session(region_name=self._config.region)
+        ref = auth.secret_ref
+        read = self._context.credentials.read_secret_key
+        namespace = self._context.namespace_for
+        access_key_id = read(
+            namespace(ref.access_key_id.namespace, "auth.secretRef.accessKeyID"),
+            ref.access_key_id.name,
+            ref.access_key_id.key,
+        )
+        secret_access_key = read(
+            namespace(ref.secret_access_key.namespace, "auth.secretRef.secretAccessKey"),
+            ref.secret_access_key.name,
+            ref.secret_access_key.key,
+        )
+        session_token = None
+        if ref.session_token is not None:
+            session_token = read(
+                namespace(ref.session_token.namespace, "auth.secretRef.sessionToken"),
+                ref.session_token.name,
+                ref.session_token.key,
+            )
+        try:
+            return boto3.Session(
+                aws_access_key_id=access_key_id.decode().strip(),
+                aws_secret_access_key=secret_access_key.decode().strip(),
+                aws_session_token=session_token.decode().strip() if session_token is not None else None,
+                region_name=self._config.region,
+            )
+        except UnicodeDecodeError:
+            raise AuthFailed(f"{self._label}: auth.secretRef: credentials are not UTF-8 text") from None
+
+    def _sts(self, session: boto3.Session | None) -> Any:
+        if session is None:
+            # AssumeRoleWithWebIdentity is not signed: the token is the credential.
+            config = self._botocore_config.merge(Config(signature_version=botocore.UNSIGNED))
+            return self._make_client(boto3.Session(region_name=self._config.region), "sts", config)
+        return self._make_client(session, "sts", self._botocore_config)
+
+    def _assume_role_refresher(self, base: boto3.Session) -> Callable[[], dict[str, str]]:
+        role = self._config.role or ""
+        sts = self._sts(base)
+        kwargs: dict[str, Any] = {"RoleArn": role, "RoleSessionName": SESSION_NAME}
+        if self._config.external_id:
+            kwargs["ExternalId"] = self._config.external_id
+
+        def refresh() -> dict[str, str]:
+            response = self._translator.call(lambda: sts.assume_role(**kwargs), f"assume role {role}")
+            return _metadata(response["Credentials"])
+
+        return refresh
+
+    def _web_identity_refresher(self) -> Callable[[], dict[str, str]]:
+        role = self._config.role or ""
+        jwt = self._config.auth.jwt if self._config.auth is not None else None
+        if jwt is None:  # pragma: no cover - checked by the caller
+            raise InvalidBackend(f"{self._label}: aws.auth.jwt is not set")
+        account = jwt.service_account_ref
+        namespace = self._context.namespace_for(account.namespace, "auth.jwt.serviceAccountRef")
+        audiences = account.audiences or [DEFAULT_WEB_IDENTITY_AUDIENCE]
+        sts = self._sts(None)
+
+        def refresh() -> dict[str, str]:
+            token = self._context.credentials.request_token(namespace, account.name, audiences)
+            response = self._translator.call(
+                lambda: sts.assume_role_with_web_identity(
+                    RoleArn=role, RoleSessionName=SESSION_NAME, WebIdentityToken=token
+                ),
+                f"assume role {role} with web identity",
+            )
+            return _metadata(response["Credentials"])
+
+        return refresh
+
+
+class _ResolvedCredentials(CredentialProvider):
+    """Hands botocore's resolver credentials we built (assumed roles that refresh themselves)."""
+
+    METHOD = "managed-secrets"
+
+    def __init__(self, credentials: RefreshableCredentials) -> None:
+        super().__init__()
+        self._resolved = credentials
+
+    def load(self) -> RefreshableCredentials:
+        return self._resolved
+
+
+def _metadata(credentials: Mapping[str, Any]) -> dict[str, str]:
+    expiration = credentials.get("Expiration")
+    expiry = expiration if isinstance(expiration, datetime) else datetime.now(UTC) + timedelta(hours=1)
+    return {
+        "access_key": credentials["AccessKeyId"],
+        "secret_key": credentials["SecretAccessKey"],
+        "token": credentials.get("SessionToken", ""),
+        "expiry_time": expiry.isoformat(),
+    }
+
+
+class _AWSProvider:
+    service_name: str
+
+    def __init__(self, config: AWSConfig, context: ProviderContext) -> None:
+        self._config = config
+        self._label = context.backend_label
+        self._translator = _Translator(self._label)
+        self._session = _Session(config, context, self._translator)
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._static_keys = config.auth is not None and config.auth.secret_ref is not None
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._translator.call(
+                    lambda: self._session.client(self.service_name), f"{self.service_name} client"
+                )
+            return self._client
+
+    def _forget_client(self) -> None:
+        """After an auth failure: the next read builds a client again (re-reading the Secret's keys)."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = None
+
+    def _with_retry_on_auth(self, read: Callable[[Any], bytes]) -> bytes:
+        try:
+            return read(self._get_client())
+        except AuthFailed:
+            if not self._static_keys:
+                raise
+            # Keys in the Secret may have been rotated since the client was built: read them once more.
+            self._forget_client()
+            return read(self._get_client())
+
+    def close(self) -> None:
+        self._forget_client()
+
+
+class SecretsManagerProvider(_AWSProvider):
+    service_name = "secretsmanager"
+    max_batch = SECRETS_MANAGER_MAX_BATCH
+
+    def fetch(self, ref: RemoteKey) -> bytes:
+        return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
+
+    def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
+        kwargs: dict[str, str] = {"SecretId": ref.key}
+        if ref.version is not None:
+            version = ref.version
+            if version.startswith("uuid/"):
+                kwargs["VersionId"] = version.removeprefix("uuid/")
+            elif _UUID.match(version):
+                kwargs["VersionId"] = version
+            else:
+                kwargs["VersionStage"] = version
+        try:
+            response = self._translator.call(
+                lambda: client.get_secret_value(**kwargs), f"read {ref}", key=ref
+            )
+        except VersionNotFound:
+            self._raise_missing_key(client, ref)
+            raise
+        return _secret_bytes(response, ref, self._label)
+
+    def _raise_missing_key(self, client: Any, ref: RemoteKey) -> None:
+        """A missing version of a missing key is a missing key: ask which one it is."""
+        try:
+            self._translator.call(lambda: client.describe_secret(SecretId=ref.key), f"describe {ref.key}")
+        except RemoteKeyNotFound:
+            raise RemoteKeyNotFound(f"{self._label}: read {ref}: key not found") from None
+        except SyncError:
+            return
+
+    def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
+        results: dict[RemoteKey, bytes | SyncError] = {}
+        current = [ref for ref in dict.fromkeys(refs) if ref.version in (None, _CURRENT)]
+        others = [ref for ref in dict.fromkeys(refs) if ref.version not in (None, _CURRENT)]
+        for start in range(0, len(current), self.max_batch):
+            chunk = current[start : start + self.max_batch]
+            try:
+                results.update(self._with_retry_on_auth_many(chunk))
+            except AuthFailed:
+                # The role may lack secretsmanager:BatchGetSecretValue while it may read each key.
+                others.extend(chunk)
+        for ref in others:
+            try:
+                results[ref] = self.fetch(ref)
+            except SyncError as error:
+                results[ref] = error
+        return results
+
+    def _with_retry_on_auth_many(self, chunk: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
+        try:
+            return self._batch(self._get_client(), chunk)
+        except AuthFailed:
+            if not self._static_keys:
+                raise
+            self._forget_client()
+            return self._batch(self._get_client(), chunk)
+
+    def _batch(self, client: Any, chunk: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
+        ids = list(dict.fromkeys(ref.key for ref in chunk))
+        response = self._translator.call(
+            lambda: client.batch_get_secret_value(SecretIdList=ids), f"batch read of {len(ids)} keys"
+        )
+        by_id: dict[str, list[RemoteKey]] = {}
+        for ref in chunk:
+            by_id.setdefault(ref.key, []).append(ref)
+        results: dict[RemoteKey, bytes | SyncError] = {}
+        for value in response.get("SecretValues", []):
+            for name in (value.get("ARN"), value.get("Name")):
+                for ref in by_id.get(str(name), []):
+                    results[ref] = _secret_bytes(value, ref, self._label)
+        for error in response.get("Errors", []):
+            for ref in by_id.get(str(error.get("SecretId")), []):
+                code = str(error.get("ErrorCode", "Unknown"))
+                # Every secret has an AWSCURRENT version: not found here means the key is missing.
+                results.setdefault(ref, self._translator.client_error(code, f"read {ref}", None))
+        for ref in chunk:
+            if ref not in results:
+                # A partial ARN or an alias the answer does not echo back: read it alone.
+                try:
+                    results[ref] = self._fetch(client, ref)
+                except SyncError as error:
+                    results[ref] = error
+        return results
+
+
+def _secret_bytes(response: Mapping[str, Any], ref: RemoteKey, label: str) -> bytes:
+    if response.get("SecretString") is not None:
+        return str(response["SecretString"]).encode()
+    if response.get("SecretBinary") is not None:
+        return bytes(response["SecretBinary"])
+    raise RemoteKeyNotFound(f"{label}: read {ref}: the version holds no value")
+
+
+class ParameterStoreProvider(_AWSProvider):
+    service_name = "ssm"
+    max_batch = PARAMETER_STORE_MAX_BATCH
+
+    @staticmethod
+    def _name(ref: RemoteKey) -> str:
+        return ref.key if ref.version is None else f"{ref.key}:{ref.version}"
+
+    def fetch(self, ref: RemoteKey) -> bytes:
+        return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
+
+    def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
+        # ParameterNotFound always means the name is missing; a missing version or label has its own codes.
+        response = self._translator.call(
+            lambda: client.get_parameter(Name=self._name(ref), WithDecryption=True), f"read {ref}"
+        )
+        return str(response["Parameter"]["Value"]).encode()
+
+    def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
+        results: dict[RemoteKey, bytes | SyncError] = {}
+        # Only unversioned names are batched: GetParameters echoes the bare name for "name:selector" (and
+        # some servers omit the Selector field), so versioned names could not be told apart.
+        latest = [ref for ref in dict.fromkeys(refs) if ref.version is None]
+        pinned = [ref for ref in dict.fromkeys(refs) if ref.version is not None]
+        for start in range(0, len(latest), self.max_batch):
+            chunk = latest[start : start + self.max_batch]
+            results.update(self._with_retry_on_auth_many(chunk))
+        for ref in pinned:
+            try:
+                results[ref] = self.fetch(ref)
+            except SyncError as error:
+                results[ref] = error
+        return results
+
+    def _with_retry_on_auth_many(self, chunk: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
+        try:
+            return self._batch(self._get_client(), chunk)
+        except AuthFailed:
+            if not self._static_keys:
+                raise
+            self._forget_client()
+            return self._batch(self._get_client(), chunk)
+
+    def _batch(self, client: Any, chunk: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
+        names = {ref.key: ref for ref in chunk}
+        response = self._translator.call(
+            lambda: client.get_parameters(Names=list(names), WithDecryption=True),
+            f"batch read of {len(names)} parameters",
+        )
+        results: dict[RemoteKey, bytes | SyncError] = {}
+        for parameter in response.get("Parameters", []):
+            ref = names.get(str(parameter.get("Name", "")))
+            if ref is not None and not parameter.get("Selector"):
+                results[ref] = str(parameter["Value"]).encode()
+        for ref in names.values():
+            if ref in results:
+                continue
+            # Missing names and versions come back in InvalidParameters; one read tells which it is.
+            try:
+                results[ref] = self._fetch(client, ref)
+            except SyncError as error:
+                results[ref] = error
+        return results
+
+
+def create_provider(config: Mapping[str, Any], context: ProviderContext) -> SecretProvider:
+    # botocore logs whole response bodies (secret values) at DEBUG: keep it above that whatever the
+    # operator's own level is.
+    pin_sdk_loggers()
+    parsed = parse_config(AWSConfig, config, context)
+    if parsed.service is AWSService.PARAMETER_STORE:
+        return ParameterStoreProvider(parsed, context)
+    return SecretsManagerProvider(parsed, context)

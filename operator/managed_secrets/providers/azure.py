@@ -1,0 +1,337 @@
+"""Azure Key Vault secrets through azure-keyvault-secrets and azure-identity.
+
+Auth (``authType``):
+
+- ``ServicePrincipal`` (default): tenant, client id and client secret; the client id and the secret come
+  from ``authSecretRef`` (``clientID`` may be given inline instead).
+- ``WorkloadIdentity``: a service-account token from the TokenRequest API (``serviceAccountRef``,
+  audience ``api://AzureADTokenExchange`` unless set) is the client assertion of a federated identity
+  credential. Without ``serviceAccountRef``, the operator's own projected token file is used
+  (``AZURE_FEDERATED_TOKEN_FILE``, as the workload-identity webhook sets it).
+- ``ManagedIdentity``: the node's or pod's managed identity; ``clientID`` picks a user-assigned one.
+
+Remote keys are secret names (1-127 letters, digits and dashes); versions are version ids, or
+``latest``. Key Vault has no binary secrets: values are text, returned as UTF-8 bytes.
+
+``ProviderContext.options`` (tests and tuning, never part of the CRD): ``azure_credential`` (a ready
+TokenCredential), ``azure_connection_verify`` (CA bundle path for Key Vault and the identity endpoints),
+``azure_verify_challenge_resource`` (False for emulators whose host is not ``*.vault.azure.net``),
+``azure_authority_host`` (identity endpoint of a sovereign cloud or a test server), ``timeout_seconds``,
+``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.identity import (
+    ClientAssertionCredential,
+    ClientSecretCredential,
+    ManagedIdentityCredential,
+    WorkloadIdentityCredential,
+)
+from azure.keyvault.secrets import SecretClient
+from pydantic import Field
+
+from managed_secrets.errors import (
+    AuthFailed,
+    BackendUnavailable,
+    InvalidBackend,
+    InvalidSpec,
+    RemoteKeyNotFound,
+    SyncError,
+    VersionNotFound,
+)
+from managed_secrets.logsafety import pin_sdk_loggers
+from managed_secrets.models.base import CamelModel
+from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
+
+T = TypeVar("T")
+
+#: Key Vault object names: 1-127 characters, letters, digits and dashes.
+SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
+SECRET_NAME_RULE = "Key Vault secret names are 1-127 characters: letters, digits and '-'"  # noqa: S105
+_VERSION = re.compile(r"^[0-9A-Za-z]{1,64}$")
+DEFAULT_FEDERATION_AUDIENCE = "api://AzureADTokenExchange"
+
+
+class AzureAuthType(StrEnum):
+    SERVICE_PRINCIPAL = "ServicePrincipal"
+    MANAGED_IDENTITY = "ManagedIdentity"
+    WORKLOAD_IDENTITY = "WorkloadIdentity"
+
+
+class SecretKeyRef(CamelModel):
+    name: str
+    key: str
+    namespace: str | None = None
+
+
+class ServiceAccountRef(CamelModel):
+    name: str
+    namespace: str | None = None
+    audiences: list[str] = Field(default_factory=list)
+
+
+class AzureAuthSecretRef(CamelModel):
+    client_id: SecretKeyRef | None = Field(default=None, alias="clientID")
+    client_secret: SecretKeyRef | None = None
+
+
+class AzureConfig(CamelModel):
+    vault_url: str = Field(alias="vaultURL", min_length=1)
+    tenant_id: str | None = Field(default=None, alias="tenantID")
+    auth_type: AzureAuthType = AzureAuthType.SERVICE_PRINCIPAL
+    auth_secret_ref: AzureAuthSecretRef | None = None
+    client_id: str | None = Field(default=None, alias="clientID")
+    service_account_ref: ServiceAccountRef | None = None
+
+
+def _inner_error_code(error: HttpResponseError) -> str:
+    """Key Vault's ``error.innererror.code`` (``SecretDisabled``, ...), or ''."""
+    odata = getattr(error, "error", None)
+    inner = getattr(odata, "innererror", None)
+    return str(inner.get("code", "")) if isinstance(inner, dict) else ""
+
+
+class _Translator:
+    """azure-core exceptions -> domain errors; server messages are never copied into ours."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def call(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return call()
+        except SyncError:
+            raise  # raised by our own credential callbacks (a TokenRequest that failed)
+        except ResourceNotFoundError:
+            raise RemoteKeyNotFound(f"{self.label}: {what}: not found") from None
+        except ClientAuthenticationError as error:
+            # Also CredentialUnavailableError and the identity libraries' token request failures.
+            raise AuthFailed(f"{self.label}: {what}: {type(error).__name__}") from None
+        except HttpResponseError as error:
+            status = error.status_code or 0
+            if status == 403 and _inner_error_code(error) == "SecretDisabled":
+                raise VersionNotFound(f"{self.label}: {what}: the version is disabled") from None
+            if status in (401, 403):
+                raise AuthFailed(f"{self.label}: {what}: HTTP {status}") from None
+            if status == 404:
+                raise RemoteKeyNotFound(f"{self.label}: {what}: not found") from None
+            if status == 400:
+                raise InvalidSpec(f"{self.label}: {what}: request refused as invalid (HTTP 400)") from None
+            raise BackendUnavailable(f"{self.label}: {what}: HTTP {status}") from None
+        except (ServiceRequestError, ServiceResponseError) as error:
+            # Connection refused, TLS failures, timeouts, broken answers.
+            raise BackendUnavailable(f"{self.label}: {what}: {type(error).__name__}") from None
+        except AzureError as error:
+            raise BackendUnavailable(f"{self.label}: {what}: {type(error).__name__}") from None
+        except ValueError:
+            # azure-identity raises ValueError for malformed tenant or client ids.
+            raise AuthFailed(f"{self.label}: {what}: credential settings refused as invalid") from None
+
+
+class AzureKeyVaultProvider:
+    def __init__(self, config: AzureConfig, context: ProviderContext) -> None:
+        self._config = config
+        self._context = context
+        self._label = context.backend_label
+        self._translator = _Translator(self._label)
+        url = urlparse(config.vault_url)
+        if url.scheme != "https" or not url.hostname:
+            raise InvalidBackend(f"{self._label}: azure.vaultURL must be an https:// URL")
+        options = context.options
+        self._verify = options.get("azure_connection_verify")
+        self._transport_options: dict[str, Any] = {
+            "connection_timeout": float(options.get("timeout_seconds", 10)),
+            "read_timeout": float(options.get("timeout_seconds", 10)),
+            "retry_total": max(0, int(options.get("max_attempts", 3)) - 1),
+        }
+        if self._verify is not None:
+            self._transport_options["connection_verify"] = self._verify
+        self._check_auth_settings()
+        self._lock = threading.Lock()
+        self._client: SecretClient | None = None
+        self._credential: Any = None
+
+    def _check_auth_settings(self) -> None:
+        config = self._config
+        if self._context.options.get("azure_credential") is not None:
+            return
+        if config.auth_type is AzureAuthType.SERVICE_PRINCIPAL:
+            secret_ref = config.auth_secret_ref
+            if not config.tenant_id:
+                raise InvalidBackend(f"{self._label}: azure.tenantID is required for ServicePrincipal")
+            if secret_ref is None or secret_ref.client_secret is None:
+                raise InvalidBackend(
+                    f"{self._label}: azure.authSecretRef.clientSecret is required for ServicePrincipal"
+                )
+            if secret_ref.client_id is None and not config.client_id:
+                raise InvalidBackend(
+                    f"{self._label}: azure.authSecretRef.clientID or azure.clientID is required"
+                    " for ServicePrincipal"
+                )
+        elif (
+            config.auth_type is AzureAuthType.WORKLOAD_IDENTITY
+            and config.service_account_ref is not None
+            and (not config.tenant_id or not config.client_id)
+        ):
+            raise InvalidBackend(
+                f"{self._label}: azure.tenantID and azure.clientID are required for WorkloadIdentity"
+            )
+
+    # -- credentials ----------------------------------------------------------------------------------
+
+    def _identity_options(self) -> dict[str, Any]:
+        options = dict(self._transport_options)
+        authority = self._context.options.get("azure_authority_host")
+        if authority:
+            options["authority"] = authority
+            options["disable_instance_discovery"] = True
+        return options
+
+    def _read(self, ref: SecretKeyRef, what: str) -> str:
+        namespace = self._context.namespace_for(ref.namespace, what)
+        raw = self._context.credentials.read_secret_key(namespace, ref.name, ref.key)
+        try:
+            return raw.decode().strip()
+        except UnicodeDecodeError:
+            raise AuthFailed(f"{self._label}: {what}: not UTF-8 text") from None
+
+    def _build_credential(self) -> TokenCredential:
+        override = self._context.options.get("azure_credential")
+        if override is not None:
+            return override  # type: ignore[no-any-return]
+        config = self._config
+        if config.auth_type is AzureAuthType.MANAGED_IDENTITY:
+            return ManagedIdentityCredential(client_id=config.client_id, **self._transport_options)
+        if config.auth_type is AzureAuthType.WORKLOAD_IDENTITY:
+            return self._workload_identity()
+        secret_ref = config.auth_secret_ref
+        assert secret_ref is not None  # noqa: S101 - checked in _check_auth_settings
+        assert secret_ref.client_secret is not None  # noqa: S101
+        client_id = (
+            self._read(secret_ref.client_id, "authSecretRef.clientID")
+            if secret_ref.client_id is not None
+            else config.client_id or ""
+        )
+        client_secret = self._read(secret_ref.client_secret, "authSecretRef.clientSecret")
+        return ClientSecretCredential(
+            config.tenant_id or "", client_id, client_secret, **self._identity_options()
+        )
+
+    def _workload_identity(self) -> TokenCredential:
+        config = self._config
+        account = config.service_account_ref
+        if account is None:
+            # The operator's own federated token file, as injected by the workload-identity webhook.
+            return WorkloadIdentityCredential(
+                tenant_id=config.tenant_id, client_id=config.client_id, **self._identity_options()
+            )
+        namespace = self._context.namespace_for(account.namespace, "serviceAccountRef")
+        audiences = account.audiences or [DEFAULT_FEDERATION_AUDIENCE]
+
+        def assertion() -> str:
+            return self._context.credentials.request_token(namespace, account.name, audiences)
+
+        return ClientAssertionCredential(
+            config.tenant_id or "", config.client_id or "", assertion, **self._identity_options()
+        )
+
+    def _get_client(self) -> SecretClient:
+        with self._lock:
+            if self._client is None:
+                credential = self._translator.call(self._build_credential, "credential")
+                verify_challenge = bool(self._context.options.get("azure_verify_challenge_resource", True))
+                self._credential = credential
+                self._client = SecretClient(
+                    vault_url=self._config.vault_url,
+                    credential=credential,
+                    verify_challenge_resource=verify_challenge,
+                    **self._transport_options,
+                )
+            return self._client
+
+    def _forget_client(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        credential, self._credential = self._credential, None
+        if credential is not None and credential is not self._context.options.get("azure_credential"):
+            close = getattr(credential, "close", None)
+            if callable(close):
+                close()
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def fetch(self, ref: RemoteKey) -> bytes:
+        name, version = self._validate(ref)
+        try:
+            return self._fetch(ref, name, version)
+        except AuthFailed:
+            if self._config.auth_secret_ref is None or self._context.options.get("azure_credential"):
+                raise
+            # The client secret may have been rotated in its Secret since the client was built.
+            self._forget_client()
+            return self._fetch(ref, name, version)
+
+    def _validate(self, ref: RemoteKey) -> tuple[str, str | None]:
+        name = ref.key
+        if not SECRET_NAME.match(name):
+            raise InvalidSpec(f"{self._label}: key {name!r} is not a valid secret name: {SECRET_NAME_RULE}")
+        version = ref.version
+        if version is not None and version.strip().lower() in ("", "latest"):
+            version = None
+        if version is not None and not _VERSION.match(version):
+            raise VersionNotFound(
+                f"{self._label}: {ref}: a version is a Key Vault version id (letters and digits) or 'latest'"
+            )
+        return name, version
+
+    def _fetch(self, ref: RemoteKey, name: str, version: str | None) -> bytes:
+        client = self._get_client()
+        try:
+            secret = self._translator.call(lambda: client.get_secret(name, version), f"read {ref}")
+        except RemoteKeyNotFound:
+            if version is None:
+                raise
+            self._raise_missing_version(client, ref, name)
+            raise
+        if secret.value is None:
+            raise RemoteKeyNotFound(f"{self._label}: read {ref}: the secret holds no value")
+        return secret.value.encode()
+
+    def _raise_missing_version(self, client: SecretClient, ref: RemoteKey, name: str) -> None:
+        try:
+            self._translator.call(lambda: client.get_secret(name), f"describe {name}")
+        except SyncError:
+            return
+        raise VersionNotFound(f"{self._label}: read {ref}: version {ref.version} not found")
+
+    def close(self) -> None:
+        self._forget_client()
+
+
+def create_provider(config: Mapping[str, Any], context: ProviderContext) -> SecretProvider:
+    # azure-core's HTTP logging policy writes request and response headers at INFO/DEBUG: keep it quiet
+    # even when the operator runs at DEBUG.
+    pin_sdk_loggers()
+    return AzureKeyVaultProvider(parse_config(AzureConfig, config, context), context)

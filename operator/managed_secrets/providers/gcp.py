@@ -1,0 +1,324 @@
+"""Google Cloud Secret Manager through google-cloud-secret-manager (gRPC).
+
+Auth: a service-account key (JSON) from a Secret, else Application Default Credentials (workload
+identity on GKE). Keys sign their own JWTs for the API (no token endpoint round trip).
+
+``endpoint`` (``host:port``) points the client at an emulator over a plaintext gRPC channel; credentials,
+when configured, are then sent as a self-signed JWT in the ``authorization`` metadata, so use it only on
+a trusted network (tests use 127.0.0.1).
+
+Remote keys: a secret id in ``projectID``, or a full ``projects/<p>/secrets/<id>`` name. Versions:
+``latest`` (the default) or a version number. When the server sends ``data_crc32c``, the payload is
+checked against it; a mismatch is a BackendUnavailable (corrupted in transit), never a value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TypeVar
+
+import google.api_core.exceptions as gexc
+import google.auth.exceptions
+import grpc
+from google.api_core.retry import Retry, if_exception_type
+from google.auth.transport.requests import Request as AuthRequest
+from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+from google.cloud.secretmanager_v1.services.secret_manager_service.transports.grpc import (
+    SecretManagerServiceGrpcTransport,
+)
+from google.oauth2 import service_account
+from pydantic import Field
+
+from managed_secrets.errors import (
+    AuthFailed,
+    BackendUnavailable,
+    InvalidBackend,
+    InvalidSpec,
+    RemoteKeyNotFound,
+    SyncError,
+    VersionNotFound,
+)
+from managed_secrets.logsafety import pin_sdk_loggers
+from managed_secrets.models.base import CamelModel
+from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
+
+T = TypeVar("T")
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+SECRET_MANAGER_AUDIENCE = "https://secretmanager.googleapis.com/"  # noqa: S105 - a URL
+_SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_FULL_NAME = re.compile(r"^projects/([^/]+)/secrets/([A-Za-z0-9_-]{1,255})$")
+_PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,127}$")
+
+
+class SecretKeyRef(CamelModel):
+    name: str
+    key: str
+    namespace: str | None = None
+
+
+class GCPSecretRef(CamelModel):
+    secret_access_key: SecretKeyRef
+
+
+class GCPAuth(CamelModel):
+    secret_ref: GCPSecretRef | None = None
+
+
+class GCPConfig(CamelModel):
+    project_id: str = Field(alias="projectID", min_length=1)
+    endpoint: str | None = None
+    auth: GCPAuth | None = None
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), as Secret Manager computes ``data_crc32c``; payloads are at most 64 KiB."""
+    crc = 0xFFFFFFFF
+    table = _CRC32C_TABLE
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for index in range(256):
+        crc = index
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC32C_TABLE = _crc32c_table()
+
+
+class _Translator:
+    """google-api-core / google-auth / grpc exceptions -> domain errors, without server messages."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def call(self, call: Callable[[], T], what: str) -> T:
+        try:
+            return call()
+        except SyncError:
+            raise
+        except (gexc.Unauthenticated, gexc.PermissionDenied, gexc.Unauthorized, gexc.Forbidden) as error:
+            raise AuthFailed(f"{self.label}: {what}: {type(error).__name__}") from None
+        except gexc.NotFound:
+            raise RemoteKeyNotFound(f"{self.label}: {what}: not found") from None
+        except gexc.FailedPrecondition:
+            # Secret Manager answers this for disabled or destroyed versions.
+            raise VersionNotFound(f"{self.label}: {what}: version is disabled or destroyed") from None
+        except (gexc.InvalidArgument, gexc.OutOfRange, gexc.BadRequest):
+            raise InvalidSpec(f"{self.label}: {what}: request refused as invalid") from None
+        except gexc.RetryError as error:
+            cause = type(error.cause).__name__ if error.cause is not None else "timeout"
+            raise BackendUnavailable(f"{self.label}: {what}: gave up retrying ({cause})") from None
+        except gexc.GoogleAPIError as error:
+            # ServiceUnavailable, DeadlineExceeded, InternalServerError, ResourceExhausted, Unknown, ...
+            raise BackendUnavailable(f"{self.label}: {what}: {type(error).__name__}") from None
+        except google.auth.exceptions.TransportError as error:
+            raise BackendUnavailable(f"{self.label}: {what}: {type(error).__name__}") from None
+        except google.auth.exceptions.GoogleAuthError as error:
+            # DefaultCredentialsError, RefreshError, MalformedError, ...
+            raise AuthFailed(f"{self.label}: {what}: {type(error).__name__}") from None
+        except grpc.RpcError as error:
+            raise BackendUnavailable(f"{self.label}: {what}: gRPC error") from error.__cause__
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Any
+    credentials: Any
+    wait_for_ready: bool | None
+    compression: Any
+
+
+class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds ``authorization`` metadata on a plaintext channel (gRPC sends call credentials only on TLS)."""
+
+    def __init__(self, credentials: service_account.Credentials) -> None:
+        self._credentials = credentials
+        self._request = AuthRequest()
+        self._lock = threading.Lock()
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        headers: dict[str, str] = {}
+        with self._lock:
+            self._credentials.before_request(  # type: ignore[no-untyped-call]
+                self._request, "POST", SECRET_MANAGER_AUDIENCE, headers
+            )
+        metadata = [*(client_call_details.metadata or ()), *((k.lower(), v) for k, v in headers.items())]
+        details = _CallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            metadata,
+            client_call_details.credentials,
+            getattr(client_call_details, "wait_for_ready", None),
+            getattr(client_call_details, "compression", None),
+        )
+        return continuation(details, request)
+
+
+class GCPProvider:
+    def __init__(self, config: GCPConfig, context: ProviderContext) -> None:
+        self._config = config
+        self._context = context
+        self._label = context.backend_label
+        self._translator = _Translator(self._label)
+        if not _PROJECT_ID.match(config.project_id):
+            raise InvalidBackend(f"{self._label}: gcp.projectID is not a valid project id")
+        timeout = float(context.options.get("timeout_seconds", 10))
+        self._timeout = timeout
+        self._retry = Retry(
+            predicate=if_exception_type(
+                gexc.ServiceUnavailable, gexc.ResourceExhausted, gexc.InternalServerError
+            ),
+            initial=0.1,
+            maximum=1.0,
+            multiplier=2.0,
+            timeout=timeout,
+        )
+        self._lock = threading.Lock()
+        self._client: SecretManagerServiceClient | None = None
+        self._channel: grpc.Channel | None = None
+
+    # -- client ---------------------------------------------------------------------------------------
+
+    def _credentials(self) -> service_account.Credentials | None:
+        auth = self._config.auth
+        if auth is None or auth.secret_ref is None:
+            return None
+        ref = auth.secret_ref.secret_access_key
+        namespace = self._context.namespace_for(ref.namespace, "auth.secretRef.secretAccessKey")
+        raw = self._context.credentials.read_secret_key(namespace, ref.name, ref.key)
+        try:
+            info = json.loads(raw)
+            if not isinstance(info, dict):
+                raise TypeError  # noqa: TRY301 - same answer as a malformed document
+            credentials: service_account.Credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=[CLOUD_PLATFORM_SCOPE], always_use_jwt_access=True
+            )
+        except (ValueError, TypeError, KeyError, google.auth.exceptions.GoogleAuthError):
+            raise AuthFailed(
+                f"{self._label}: auth.secretRef.secretAccessKey: not a service-account key (JSON)"
+            ) from None
+        return credentials
+
+    def _get_client(self) -> SecretManagerServiceClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._translator.call(self._build_client, "create client")
+            return self._client
+
+    def _build_client(self) -> SecretManagerServiceClient:
+        credentials = self._credentials()
+        endpoint = self._config.endpoint
+        if endpoint:
+            channel: grpc.Channel = grpc.insecure_channel(
+                endpoint,
+                options=[
+                    # Come back quickly after an outage instead of backing off for up to two minutes.
+                    ("grpc.initial_reconnect_backoff_ms", 200),
+                    ("grpc.min_reconnect_backoff_ms", 200),
+                    ("grpc.max_reconnect_backoff_ms", 2000),
+                ],
+            )
+            self._channel = channel
+            if credentials is not None:
+                channel = grpc.intercept_channel(channel, _BearerInterceptor(credentials))
+            return SecretManagerServiceClient(transport=SecretManagerServiceGrpcTransport(channel=channel))
+        if credentials is None:
+            # Application Default Credentials; google.auth.default() raises DefaultCredentialsError.
+            return SecretManagerServiceClient()
+        return SecretManagerServiceClient(credentials=credentials)
+
+    def _forget_client(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._client is not None:
+            self._client.transport.close()  # type: ignore[no-untyped-call]
+            self._client = None
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def _names(self, ref: RemoteKey) -> tuple[str, str]:
+        """(secret name, version name) for a remote key."""
+        key = ref.key.strip("/")
+        full = _FULL_NAME.match(key)
+        if full is not None:
+            secret = key
+        elif _SECRET_ID.match(key):
+            secret = f"projects/{self._config.project_id}/secrets/{key}"
+        else:
+            raise InvalidSpec(
+                f"{self._label}: key {ref.key!r} is not a secret id (letters, digits, '-' and '_', at most"
+                " 255) nor projects/<project>/secrets/<id>"
+            )
+        version = (ref.version or "latest").strip()
+        if version != "latest" and not version.isdigit():
+            raise VersionNotFound(f"{self._label}: {ref}: version must be 'latest' or a number")
+        return secret, f"{secret}/versions/{version}"
+
+    def fetch(self, ref: RemoteKey) -> bytes:
+        try:
+            return self._fetch(ref)
+        except AuthFailed:
+            if self._config.auth is None:
+                raise
+            # The key in the Secret may have been replaced since the client was built: read it once more.
+            self._forget_client()
+            return self._fetch(ref)
+
+    def _fetch(self, ref: RemoteKey) -> bytes:
+        secret, version_name = self._names(ref)
+        client = self._get_client()
+        try:
+            response = self._translator.call(
+                lambda: client.access_secret_version(
+                    request={"name": version_name}, retry=self._retry, timeout=self._timeout
+                ),
+                f"read {ref}",
+            )
+        except RemoteKeyNotFound:
+            if ref.version is None or ref.version == "latest":
+                raise
+            self._raise_missing_version(client, secret, ref)
+            raise
+        payload = response.payload
+        data = bytes(payload.data)
+        if "data_crc32c" in payload and crc32c(data) != payload.data_crc32c:
+            raise BackendUnavailable(f"{self._label}: read {ref}: payload checksum mismatch")
+        return data
+
+    def _raise_missing_version(self, client: SecretManagerServiceClient, secret: str, ref: RemoteKey) -> None:
+        """The secret exists but not that version: a VersionNotFound, not a RemoteKeyNotFound."""
+        try:
+            self._translator.call(
+                lambda: client.get_secret(request={"name": secret}, retry=self._retry, timeout=self._timeout),
+                f"describe {ref.key}",
+            )
+        except SyncError:
+            return
+        raise VersionNotFound(f"{self._label}: read {ref}: version {ref.version} not found")
+
+    def close(self) -> None:
+        self._forget_client()
+
+
+def create_provider(config: Mapping[str, Any], context: ProviderContext) -> SecretProvider:
+    # The generated gRPC transport logs request and response payloads (and the authorization metadata)
+    # at DEBUG: keep google's loggers above that whatever the operator's own level is.
+    pin_sdk_loggers()
+    return GCPProvider(parse_config(GCPConfig, config, context), context)

@@ -1,0 +1,290 @@
+"""HashiCorp Vault / OpenBao KV (v1 and v2) through hvac.
+
+Auth: a static token from a Secret, Kubernetes (a TokenRequest token verified by Vault's TokenReview) or
+AppRole. A login token is kept and renewed while it lives, and obtained again only when renewal fails or
+Vault refuses it, never on every read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import requests
+
+from managed_secrets.errors import (
+    AuthFailed,
+    BackendUnavailable,
+    InvalidBackend,
+    RemoteKeyNotFound,
+    SyncError,
+    VersionNotFound,
+)
+from managed_secrets.models.base import CamelModel
+from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
+
+log = logging.getLogger(__name__)
+
+
+class KVVersion(StrEnum):
+    V1 = "v1"
+    V2 = "v2"
+
+
+class SecretKeyRef(CamelModel):
+    name: str
+    key: str
+    namespace: str | None = None
+
+
+class ServiceAccountRef(CamelModel):
+    name: str
+    namespace: str | None = None
+    audiences: tuple[str, ...] = ()
+
+
+class TokenAuth(CamelModel):
+    secret_ref: SecretKeyRef
+
+
+class KubernetesAuth(CamelModel):
+    mount_path: str = "kubernetes"
+    role: str
+    service_account_ref: ServiceAccountRef
+
+
+class AppRoleAuth(CamelModel):
+    mount_path: str = "approle"
+    role_id: str
+    secret_ref: SecretKeyRef
+
+
+class VaultAuth(CamelModel):
+    token: TokenAuth | None = None
+    kubernetes: KubernetesAuth | None = None
+    app_role: AppRoleAuth | None = None
+
+
+class VaultConfig(CamelModel):
+    server: str
+    path: str = "secret"
+    version: KVVersion = KVVersion.V2
+    namespace: str | None = None
+    ca_bundle: str | None = None
+    auth: VaultAuth
+
+
+#: Renew a login token once this share of its lifetime has passed.
+RENEW_AT_FRACTION = 0.5
+
+
+class VaultProvider:
+    def __init__(self, config: VaultConfig, context: ProviderContext) -> None:
+        self._config = config
+        self._context = context
+        self._label = context.backend_label
+        self._lock = threading.Lock()
+        self._token_expires_at: float | None = None  # None: a static token, never renewed by us
+        self._token_ttl = 0.0
+        self._ca_file: str | None = None
+        auth_methods = [m for m in (config.auth.token, config.auth.kubernetes, config.auth.app_role) if m]
+        if len(auth_methods) != 1:
+            raise InvalidBackend(
+                f"{self._label}: vault.auth must set exactly one of token, kubernetes, appRole"
+            )
+        verify: bool | str = True
+        if config.ca_bundle:
+            verify = self._write_ca_bundle(config.ca_bundle)
+        timeout = int(context.options.get("timeout_seconds", 10))
+        self._client = hvac.Client(
+            url=config.server, namespace=config.namespace, verify=verify, timeout=timeout
+        )
+        self._logins = 0
+
+    @property
+    def logins(self) -> int:
+        """How many times this client logged in (tests prove tokens are reused)."""
+        return self._logins
+
+    def _write_ca_bundle(self, bundle: str) -> str:
+        try:
+            pem = base64.b64decode(bundle, validate=True)
+        except (binascii.Error, ValueError):
+            pem = bundle.encode()
+        handle, path = tempfile.mkstemp(prefix="vault-ca-", suffix=".pem")
+        with os.fdopen(handle, "wb") as file:
+            file.write(pem)
+        self._ca_file = path
+        return path
+
+    # -- authentication -------------------------------------------------------------------------------
+
+    def _ensure_token(self) -> None:
+        with self._lock:
+            if not self._client.token:
+                self._login()
+            elif self._token_expires_at is not None and time.monotonic() >= self._renew_deadline():
+                self._renew_or_login()
+
+    def _renew_deadline(self) -> float:
+        expires_at = self._token_expires_at or 0.0
+        return expires_at - self._token_ttl * (1 - RENEW_AT_FRACTION)
+
+    def _renew_or_login(self) -> None:
+        try:
+            result = self._call(self._client.auth.token.renew_self, "token renewal")
+            self._remember_lease(result.get("auth") or {})
+        except SyncError:
+            log.info("%s: token renewal failed, logging in again", self._label)
+            self._login()
+
+    def _remember_lease(self, auth: Mapping[str, Any]) -> None:
+        ttl = float(auth.get("lease_duration") or 0)
+        if ttl > 0 and auth.get("renewable", False):
+            self._token_ttl = ttl
+            self._token_expires_at = time.monotonic() + ttl
+        elif ttl > 0:
+            # Not renewable: log in again shortly before it expires.
+            self._token_ttl = ttl * 2
+            self._token_expires_at = time.monotonic() + ttl
+        else:
+            self._token_expires_at = None
+
+    def _login(self) -> None:
+        auth = self._config.auth
+        credentials = self._context.credentials
+        if auth.token is not None:
+            ref = auth.token.secret_ref
+            namespace = self._context.namespace_for(ref.namespace, "auth.token.secretRef")
+            token = credentials.read_secret_key(namespace, ref.name, ref.key).decode().strip()
+            self._client.token = token
+            self._token_expires_at = None
+            self._logins += 1
+            return
+        if auth.kubernetes is not None:
+            k8s = auth.kubernetes
+            namespace = self._context.namespace_for(
+                k8s.service_account_ref.namespace, "auth.kubernetes.serviceAccountRef"
+            )
+            jwt = credentials.request_token(
+                namespace, k8s.service_account_ref.name, k8s.service_account_ref.audiences
+            )
+            result = self._call(
+                lambda: self._client.auth.kubernetes.login(
+                    k8s.role, jwt, mount_point=k8s.mount_path, use_token=True
+                ),
+                f"kubernetes login (role {k8s.role})",
+                login=True,
+            )
+        elif auth.app_role is not None:
+            app_role = auth.app_role
+            ref = app_role.secret_ref
+            namespace = self._context.namespace_for(ref.namespace, "auth.appRole.secretRef")
+            secret_id = credentials.read_secret_key(namespace, ref.name, ref.key).decode().strip()
+            result = self._call(
+                lambda: self._client.auth.approle.login(
+                    app_role.role_id, secret_id, mount_point=app_role.mount_path, use_token=True
+                ),
+                "appRole login",
+                login=True,
+            )
+        else:
+            raise InvalidBackend(f"{self._label}: vault.auth sets no method")
+        self._logins += 1
+        self._remember_lease(result.get("auth") or {})
+
+    # -- reads ----------------------------------------------------------------------------------------
+
+    def fetch(self, ref: RemoteKey) -> bytes:
+        self._ensure_token()
+        try:
+            return self._read(ref)
+        except AuthFailed:
+            if self._config.auth.token is not None:
+                # A static token may have been replaced in its Secret: read it again once.
+                with self._lock:
+                    self._client.token = None
+            else:
+                with self._lock:
+                    self._login()
+            self._ensure_token()
+            return self._read(ref)
+
+    def _read(self, ref: RemoteKey) -> bytes:
+        mount = self._config.path.strip("/")
+        path = ref.key.strip("/")
+        if self._config.version is KVVersion.V1:
+            if ref.version is not None:
+                raise VersionNotFound(f"{self._label}: {ref.key}: KV v1 has no versions")
+            response = self._call(
+                lambda: self._client.secrets.kv.v1.read_secret(path=path, mount_point=mount),
+                f"read {ref.key}",
+            )
+            data = response.get("data")
+        else:
+            version: int | None = None
+            if ref.version is not None:
+                try:
+                    version = int(ref.version)
+                except ValueError:
+                    raise VersionNotFound(f"{self._label}: {ref.key}: version must be a number") from None
+            response = self._call(
+                lambda: self._client.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=mount, version=version, raise_on_deleted_version=True
+                ),
+                f"read {ref}",
+                key=ref,
+            )
+            data = (response.get("data") or {}).get("data")
+        if data is None:
+            raise RemoteKeyNotFound(f"{self._label}: key {ref} not found")
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _call(self, call: Any, what: str, *, key: RemoteKey | None = None, login: bool = False) -> Any:
+        """Run one hvac call and translate its exceptions; messages name the operation, never values."""
+        try:
+            return call()
+        except hvac.exceptions.InvalidPath:
+            if key is not None and key.version is not None:
+                raise VersionNotFound(
+                    f"{self._label}: version {key.version} of key {key.key} not found"
+                ) from None
+            if login:
+                raise AuthFailed(f"{self._label}: {what}: auth method not found") from None
+            raise RemoteKeyNotFound(f"{self._label}: {what}: key not found") from None
+        except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+            raise AuthFailed(f"{self._label}: {what}: permission denied") from None
+        except hvac.exceptions.InvalidRequest:
+            if login:
+                raise AuthFailed(f"{self._label}: {what}: login refused") from None
+            raise RemoteKeyNotFound(f"{self._label}: {what}: request refused") from None
+        except (hvac.exceptions.VaultDown, hvac.exceptions.InternalServerError, hvac.exceptions.BadGateway):
+            raise BackendUnavailable(f"{self._label}: {what}: Vault is sealed or failing") from None
+        except hvac.exceptions.VaultError as error:
+            raise BackendUnavailable(f"{self._label}: {what}: Vault error {type(error).__name__}") from None
+        except requests.exceptions.SSLError:
+            raise BackendUnavailable(f"{self._label}: {what}: TLS verification failed") from None
+        except requests.exceptions.RequestException as error:
+            raise BackendUnavailable(f"{self._label}: {what}: {type(error).__name__}") from None
+
+    def close(self) -> None:
+        self._client.adapter.close()
+        if self._ca_file:
+            Path(self._ca_file).unlink(missing_ok=True)
+            self._ca_file = None
+
+
+def create_provider(config: Mapping[str, Any], context: ProviderContext) -> SecretProvider:
+    return VaultProvider(parse_config(VaultConfig, config, context), context)

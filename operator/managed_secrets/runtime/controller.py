@@ -1,0 +1,374 @@
+"""Work queue for ManagedSecrets: every trigger (watch event, refresh timer, backend change, retry)
+becomes one entry per object, deduplicated, and one reconcile at a time per object.
+
+Watch events only decide *whether* to reconcile: a new generation or a new force-sync token does; the
+echo of our own status write does not. Blocking work (SDKs, the Kubernetes client) runs in a thread pool
+sized with the workers, so the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from managed_secrets import metrics
+from managed_secrets.core import status as status_model
+from managed_secrets.core.reconcile import Reconciler, SyncResult, WriteAction, needs_finalizer
+from managed_secrets.errors import InvalidSpec, Reason, SyncError
+from managed_secrets.models.managedsecret import BackendKind, ManagedSecret, ManagedSecretRef
+from managed_secrets.models.parse import parse_managed_secret
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+#: Only on ManagedSecrets whose deletion needs work the garbage collector cannot do (see needs_finalizer).
+FINALIZER = "managedsecrets.io/cleanup"
+
+
+class StatusWriter(Protocol):
+    def patch_status(self, ref: ManagedSecretRef, patch: Mapping[str, Any]) -> None: ...
+
+    def post_event(
+        self, involved: Mapping[str, str], *, reason: str, message: str, type_: str = "Normal"
+    ) -> None: ...
+
+    def set_finalizers(self, ref: ManagedSecretRef, finalizers: list[str], resource_version: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    workers: int = 32
+    #: Retry of transient failures: base * 2**n, capped, with full jitter.
+    backoff_base: float = 5.0
+    backoff_max: float = 300.0
+    #: Refreshes are spread over +/- this share of the interval.
+    refresh_jitter: float = 0.1
+
+
+@dataclass
+class _State:
+    ref: ManagedSecretRef
+    body: Mapping[str, Any]
+    status: Mapping[str, Any]
+    trigger: tuple[int, str | None]
+    generation: int
+    due: float = 0.0
+    failures: int = 0
+    queued: bool = False
+    running: bool = False
+    rerun: bool = False
+    force: bool = False
+    deleting: bool = False
+    backend: tuple[BackendKind, str | None, str] | None = None
+    ready: bool | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+SyncHook = Callable[[ManagedSecret, SyncResult], None]
+
+
+class Controller:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        writer: StatusWriter,
+        settings: ControllerSettings | None = None,
+        *,
+        on_synced: SyncHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reconciler = reconciler
+        self._writer = writer
+        self._settings = settings or ControllerSettings()
+        self._on_synced = on_synced
+        self._clock = clock
+        self._states: dict[Key, _State] = {}
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._timers: list[tuple[float, int, Key]] = []
+        self._timer_seq = itertools.count()
+        self._timer_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._settings.workers, thread_name_prefix="reconcile"
+        )
+        self.reconciles = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self._settings.workers)
+        ]
+        self._tasks.append(asyncio.create_task(self._timer_loop(), name="refresh-timers"))
+        self._tasks.append(asyncio.create_task(self._gauge_loop(), name="gauges"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    # -- inputs ------------------------------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """A watch event of a ManagedSecret (also the initial listing after a start)."""
+        meta = body.get("metadata") or {}
+        key: Key = (meta.get("namespace", ""), meta.get("name", ""))
+        annotations = meta.get("annotations") or {}
+        generation = int(meta.get("generation") or 0)
+        trigger = (generation, annotations.get("managedsecrets.io/force-sync"))
+        state = self._states.get(key)
+        if state is None:
+            state = _State(
+                ref=ManagedSecretRef(namespace=key[0], name=key[1], uid=meta.get("uid", "")),
+                body=body,
+                status=dict(body.get("status") or {}),
+                trigger=trigger,
+                generation=generation,
+            )
+            self._states[key] = state
+            state.deleting = bool(meta.get("deletionTimestamp"))
+            if not state.deleting or FINALIZER in _finalizers(body):
+                self._enqueue(key)
+            return
+        state.body = body
+        state.status = dict(body.get("status") or {})
+        state.deleting = bool(meta.get("deletionTimestamp"))
+        if state.deleting:
+            if FINALIZER in _finalizers(body):
+                self._enqueue(key)
+            return
+        if trigger == state.trigger:
+            return  # our own status echo or a metadata-only edit
+        state.force = state.force or trigger[1] != state.trigger[1]
+        state.trigger = trigger
+        state.generation = generation
+        self._enqueue(key)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._states.pop((namespace, name), None)
+
+    def backend_changed(self, kind: BackendKind, name: str, namespace: str | None) -> None:
+        """Reconcile every ManagedSecret that uses this backend now, not at its next refresh."""
+        wanted = (kind, namespace, name)
+        for key, state in self._states.items():
+            if state.backend == wanted or (state.backend is None and state.ready is False):
+                self._enqueue(key)
+
+    def state_of(self, namespace: str, name: str) -> _State | None:
+        return self._states.get((namespace, name))
+
+    # -- queue and timers --------------------------------------------------------------------------------
+
+    def _enqueue(self, key: Key) -> None:
+        state = self._states.get(key)
+        if state is None:
+            return
+        if state.running:
+            state.rerun = True
+        elif not state.queued:
+            state.queued = True
+            self._queue.put_nowait(key)
+
+    def _schedule(self, key: Key, delay: float) -> None:
+        state = self._states.get(key)
+        if state is None:
+            return
+        state.due = self._clock() + delay
+        heapq.heappush(self._timers, (state.due, next(self._timer_seq), key))
+        self._timer_wakeup.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = self._clock()
+            while self._timers and self._timers[0][0] <= now:
+                due, _, key = heapq.heappop(self._timers)
+                state = self._states.get(key)
+                if state is not None and state.due == due:  # a later schedule replaced this one
+                    self._enqueue(key)
+            timeout = self._timers[0][0] - now if self._timers else None
+            self._timer_wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wakeup.wait(), timeout)
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self._queue.get()
+            state = self._states.get(key)
+            if state is None:
+                continue
+            state.queued = False
+            if state.deleting and FINALIZER not in _finalizers(state.body):
+                continue
+            state.running = True
+            force, state.force = state.force, False
+            work = self._cleanup if state.deleting else self._reconcile
+            try:
+                delay = await loop.run_in_executor(self._executor, work, state, force)
+            except Exception:
+                log.exception("%s: reconcile crashed; retrying later", state.ref)
+                delay = self._backoff(state)
+            finally:
+                state.running = False
+            if key not in self._states:
+                continue
+            if state.rerun:
+                state.rerun = False
+                self._enqueue(key)
+            elif delay is not None:
+                self._schedule(key, delay)
+
+    # -- one reconcile (in a worker thread) --------------------------------------------------------------
+
+    def _reconcile(self, state: _State, force: bool) -> float | None:
+        """Sync one object, write status if it changed; returns the delay before the next run."""
+        self.reconciles += 1
+        started = time.perf_counter()
+        current = state.status
+        generation = state.generation
+        ms: ManagedSecret | None = None
+        try:
+            ms = parse_managed_secret(state.body)
+            ref = ms.spec.backend_ref
+            state.backend = (
+                ref.kind,
+                state.ref.namespace if ref.kind is BackendKind.SECRET_BACKEND else None,
+                ref.name,
+            )
+            self._ensure_finalizer(state, needed=needs_finalizer(ms))
+            # A retry after a failure reads afresh: the cached value may be what failed (a missing property).
+            result = self._reconciler.sync(ms, force=force or state.failures > 0)
+        except SyncError as error:
+            metrics.SYNCS.labels("error", error.reason.value).inc()
+            self._report_failure(state, current, generation, error)
+            if error.transient:
+                return self._backoff(state)
+            interval = ms.spec.refresh_interval.total_seconds() if ms is not None else 0
+            return self._jittered(interval) if interval > 0 else None
+        except Exception as error:
+            # Unexpected: report the kind only; the text of a foreign exception could hold a value.
+            log.error("%s: unexpected %s during reconcile", state.ref, type(error).__name__)  # noqa: TRY400
+            internal = SyncError(f"internal error ({type(error).__name__}); see the operator log")
+            metrics.SYNCS.labels("error", Reason.INTERNAL_ERROR.value).inc()
+            self._report_failure(state, current, generation, internal)
+            return self._backoff(state)
+        finally:
+            metrics.SYNC_SECONDS.observe(time.perf_counter() - started)
+        metrics.SYNCS.labels("success", Reason.SYNCED.value).inc()
+        if result.action is not WriteAction.UNCHANGED:
+            metrics.SECRET_WRITES.labels(result.action.value.lower()).inc()
+        state.failures = 0
+        was_ready = state.ready
+        state.ready = True
+        new = status_model.success_status(current, generation, result)
+        self._write_status(state, current, new)
+        if result.action is not WriteAction.UNCHANGED or was_ready is False:
+            self._event(
+                state,
+                "Normal",
+                "Synced" if result.action is WriteAction.UNCHANGED else result.action.value,
+                f"Secret {result.secret_name}: {len(result.keys)} keys "
+                f"({'data changed' if result.data_changed else result.action.value.lower()})",
+            )
+        if self._on_synced is not None:
+            try:
+                self._on_synced(ms, result)
+            except Exception as error:
+                log.error("%s: post-sync hook failed: %s", state.ref, type(error).__name__)  # noqa: TRY400
+        interval = ms.spec.refresh_interval.total_seconds()
+        return self._jittered(interval) if interval > 0 else None
+
+    def _ensure_finalizer(self, state: _State, *, needed: bool) -> None:
+        finalizers = _finalizers(state.body)
+        if needed == (FINALIZER in finalizers):
+            return
+        wanted = [*finalizers, FINALIZER] if needed else [f for f in finalizers if f != FINALIZER]
+        version = (state.body.get("metadata") or {}).get("resourceVersion", "")
+        self._writer.set_finalizers(state.ref, wanted, version)
+
+    def _cleanup(self, state: _State, _force: bool) -> float | None:
+        """The ManagedSecret is being deleted and holds our finalizer: clean up, then release it."""
+        try:
+            self._reconciler.cleanup(parse_managed_secret(state.body))
+        except InvalidSpec:
+            pass  # nothing we created can be found from an invalid spec
+        except SyncError as error:
+            log.warning("%s: cleanup failed: %s: %s", state.ref, error.reason.value, error.message)
+            state.failures += 1
+            return self._backoff(state)
+        version = (state.body.get("metadata") or {}).get("resourceVersion", "")
+        try:
+            self._writer.set_finalizers(
+                state.ref, [f for f in _finalizers(state.body) if f != FINALIZER], version
+            )
+        except SyncError as error:
+            log.info("%s: releasing the finalizer: %s; will retry", state.ref, error.message)
+            return self._backoff(state)
+        return None
+
+    def _report_failure(
+        self, state: _State, current: Mapping[str, Any], generation: int, error: SyncError
+    ) -> None:
+        state.failures += 1
+        previous_reason = next(
+            (c.get("reason") for c in current.get("conditions") or [] if c.get("type") == "Ready"), None
+        )
+        state.ready = False
+        log.warning("%s: not synced: %s: %s", state.ref, error.reason.value, error.message)
+        new = status_model.failure_status(current, generation, error)
+        self._write_status(state, current, new)
+        if previous_reason != error.reason.value:
+            self._event(state, "Warning", error.reason.value, error.message)
+        if isinstance(error, InvalidSpec):
+            state.backend = None
+
+    def _write_status(self, state: _State, current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+        if not status_model.changed(current, new):
+            return
+        self._writer.patch_status(state.ref, status_model.status_patch(current, new))
+        metrics.STATUS_WRITES.inc()
+        state.status = dict(new)
+
+    def _event(self, state: _State, type_: str, reason: str, message: str) -> None:
+        involved = {
+            "apiVersion": "managedsecrets.io/v1alpha1",
+            "kind": "ManagedSecret",
+            "name": state.ref.name,
+            "namespace": state.ref.namespace,
+            "uid": state.ref.uid,
+        }
+        self._writer.post_event(involved, reason=reason, message=message, type_=type_)
+
+    def _backoff(self, state: _State) -> float:
+        ceiling = min(
+            self._settings.backoff_max, self._settings.backoff_base * 2 ** max(state.failures - 1, 0)
+        )
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+
+    def _jittered(self, interval: float) -> float:
+        spread = self._settings.refresh_jitter
+        return interval * random.uniform(1 - spread, 1 + spread)  # noqa: S311
+
+    async def _gauge_loop(self) -> None:
+        while True:  # in the event loop, so the states are not changing while counted
+            states = list(self._states.values())
+            metrics.MANAGED.labels("true").set(sum(1 for s in states if s.ready))
+            metrics.MANAGED.labels("false").set(sum(1 for s in states if s.ready is False))
+            metrics.MANAGED.labels("unknown").set(sum(1 for s in states if s.ready is None))
+            await asyncio.sleep(5)
+
+
+def _finalizers(body: Mapping[str, Any]) -> list[str]:
+    return list((body.get("metadata") or {}).get("finalizers") or [])

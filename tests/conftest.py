@@ -1,0 +1,138 @@
+"""Session fixtures for the integration tests: a real control plane and an OpenBao dev server.
+
+The servers' logic lives in tests/harness; this file only wires it into pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from harness.controlplane import DEFAULT_CRD_DIR, ControlPlane, HarnessError, build_testbins
+from harness.openbao import OpenBao
+from harness.operator import OperatorRunner
+from kube import Kube
+from managed_secrets.config import OperatorConfig
+
+
+@pytest.fixture(scope="session")
+def controlplane() -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager with the project's CRDs and the operator's RBAC.
+
+    Never skipped: if the binaries cannot be built, the tests fail.
+    """
+    # CRDs go in before kube-controller-manager starts, so its garbage collector knows them from the start.
+    with ControlPlane(crd_dir=DEFAULT_CRD_DIR) as cp:
+        cp.apply_operator_rbac()
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def openbao() -> Iterator[OpenBao]:
+    with OpenBao() as bao:
+        yield bao
+
+
+@pytest.fixture(scope="session")
+def admin_api(controlplane: ControlPlane) -> Iterator[k8s.ApiClient]:
+    api = k8s_config.new_client_from_config(config_file=str(controlplane.admin_kubeconfig))
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, admin_api: k8s.ApiClient) -> Iterator[str]:
+    """A fresh namespace per test; deleted afterwards without waiting for the deletion to finish."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base or 'test'}-{secrets.token_hex(3)}"
+    core = k8s.CoreV1Api(admin_api)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build (or find) the control-plane binaries before the first test, outside any test's timeout.
+
+    A failure is remembered and raised by the ``controlplane`` fixture, so those tests fail loudly.
+    """
+    if not any("controlplane" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    with contextlib.suppress(HarnessError):
+        build_testbins(on_slow=lambda msg: reporter.write_line(msg) if reporter is not None else None)
+
+
+# -- the operator under test -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def operator(controlplane: ControlPlane, debug_log: DebugLogCapture) -> Iterator[OperatorRunner]:
+    """One operator for the session, clusterwide, with the operator's own (RBAC-limited) identity.
+
+    Retries are fast here (backoff from 0.3 s, at most 2 s) so recovery tests finish quickly.
+    """
+    config = OperatorConfig(
+        kubeconfig=str(controlplane.operator_kubeconfig),
+        workers=8,
+        backoff_base=0.3,
+        backoff_max=2.0,
+        log_level="DEBUG",
+    )
+    runner = OperatorRunner(config).start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(admin_api: k8s.ApiClient) -> Kube:
+    return Kube(admin_api)
+
+
+@pytest.fixture
+def vault_backend(openbao: OpenBao, kube: Kube, namespace: str) -> str:
+    """A SecretBackend `vault` in the test's namespace using OpenBao's KV v2 with a token."""
+    kube.create_secret(namespace, "vault-token", {"token": openbao.root_token})
+    kube.create_backend(
+        namespace,
+        "vault",
+        {"vault": {"server": openbao.addr, "path": "secret", "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}}}},
+    )
+    return "vault"
+
+
+class DebugLogCapture(logging.Handler):
+    """Every log record of the session, at every level, formatted with arguments and tracebacks."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # noqa: BLE001 - a log capture must never break the code under test
+            self.lines.append(f"unformattable record from {record.name}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture(scope="session")
+def debug_log() -> Iterator[DebugLogCapture]:
+    handler = DebugLogCapture()
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(previous)

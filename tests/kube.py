@@ -1,0 +1,118 @@
+"""Small helpers the integration tests share: create resources, wait, read Secrets and conditions."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+GROUP = "managedsecrets.io"
+VERSION = "v1alpha1"
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 30, interval: float = 0.1, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Kube:
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.api = api
+        self.core = k8s.CoreV1Api(api)
+        self.custom = k8s.CustomObjectsApi(api)
+        self.apps = k8s.AppsV1Api(api)
+
+    # -- custom resources ----------------------------------------------------------------------------------
+    def create_ms(self, namespace: str, name: str, spec: Mapping[str, Any], annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ManagedSecret",
+            "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
+            "spec": dict(spec),
+        }
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", body)  # type: ignore[no-any-return]
+
+    def get_ms(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", name)  # type: ignore[no-any-return]
+
+    def patch_ms(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", name, dict(patch))  # type: ignore[no-any-return]
+
+    def delete_ms(self, namespace: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", name)
+
+    def force_sync(self, namespace: str, name: str) -> None:
+        self.patch_ms(namespace, name, {"metadata": {"annotations": {"managedsecrets.io/force-sync": str(time.time_ns())}}})
+
+    def create_backend(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SecretBackend", "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "secretbackends", body)  # type: ignore[no-any-return]
+
+    def create_cluster_backend(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterSecretBackend", "metadata": {"name": name}, "spec": dict(spec)}
+        return self.custom.create_cluster_custom_object(GROUP, VERSION, "clustersecretbackends", body)  # type: ignore[no-any-return]
+
+    def delete_cluster_backend(self, name: str) -> None:
+        try:
+            self.custom.delete_cluster_custom_object(GROUP, VERSION, "clustersecretbackends", name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def ready(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Ready condition, or None."""
+        status = self.get_ms(namespace, name).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+
+    def wait_ready(self, namespace: str, name: str, status: str = "True", reason: str | None = None, timeout: float = 30) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            cond = self.ready(namespace, name)
+            if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+                return cond
+            return None
+
+        return wait_for(check, timeout, what=f"{namespace}/{name} Ready={status} reason={reason}")
+
+    # -- secrets -----------------------------------------------------------------------------------------------
+    def create_secret(self, namespace: str, name: str, data: Mapping[str, str], labels: Mapping[str, str] | None = None, type_: str = "Opaque") -> None:
+        body = k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels or {})),
+            string_data=dict(data),
+            type=type_,
+        )
+        self.core.create_namespaced_secret(namespace, body)
+
+    def secret(self, namespace: str, name: str) -> k8s.V1Secret | None:
+        try:
+            return self.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        secret = self.secret(namespace, name)
+        if secret is None:
+            return None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def wait_secret_data(self, namespace: str, name: str, expected: Mapping[str, str], timeout: float = 30) -> dict[str, str]:
+        return wait_for(
+            lambda: (data if (data := self.secret_data(namespace, name)) == dict(expected) else None),
+            timeout,
+            what=f"Secret {namespace}/{name} to hold keys {sorted(expected)}",
+        )
+
+    def events(self, namespace: str) -> list[k8s.CoreV1Event]:
+        return list(self.core.list_namespaced_event(namespace).items)
