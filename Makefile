@@ -15,9 +15,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# Real kube-apiserver, kube-controller-manager and etcd built from Go modules, cached by version.
+# Real kube-apiserver, kube-controller-manager and etcd, and helm, built from Go modules, cached by version.
 testbins:
 	./hack/build-testbins.sh >/dev/null
+	./hack/build-helm.sh >/dev/null
 
 lint: install
 	$(BIN)/ruff check operator tests e2e
@@ -29,7 +30,7 @@ unit: install
 	$(BIN)/pytest tests/unit -q
 
 test: install testbins lint
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(BIN)/pytest tests e2e $(PYTEST_ARGS)
 
 demo: install testbins
 	$(BIN)/python e2e/demo.py

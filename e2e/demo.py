@@ -17,7 +17,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from harness.controlplane import ControlPlane  # noqa: E402
+from harness.controlplane import DEFAULT_CRD_DIR, ControlPlane  # noqa: E402
 from harness.openbao import OpenBao  # noqa: E402
 
 NAMESPACE = "demo"
@@ -69,7 +69,7 @@ def replica_sets(cp: ControlPlane, deployment: str) -> list[str]:
 
 def main() -> int:
     step("Starting a local control plane (etcd, kube-apiserver, kube-controller-manager) and OpenBao")
-    with ControlPlane() as cp, OpenBao() as bao:
+    with ControlPlane(crd_dir=DEFAULT_CRD_DIR) as cp, OpenBao() as bao:
         cp.apply_operator_rbac()
         print(f"kube-apiserver {cp.url}, OpenBao {bao.addr}")
         bao.client().secrets.kv.v2.create_or_update_secret(

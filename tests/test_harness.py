@@ -110,8 +110,13 @@ def test_operator_token_is_rbac_restricted(controlplane: ControlPlane, namespace
         review = k8s.AuthenticationV1Api(operator_api).create_self_subject_review(k8s.V1SelfSubjectReview())
         assert review.status.user_info.username == OPERATOR_USERNAME
         core = k8s.CoreV1Api(operator_api)
-        core.list_namespaced_secret(namespace)
-        core.list_secret_for_all_namespaces()
+        # The operator reads Secrets one by one and never lists or watches them (it must not cache them all).
+        with pytest.raises(ApiException) as not_found:
+            core.read_namespaced_secret("absent", namespace)
+        assert not_found.value.status == 404
+        with pytest.raises(ApiException) as forbidden:
+            core.list_secret_for_all_namespaces()
+        assert forbidden.value.status == 403
         with pytest.raises(ApiException) as forbidden:
             k8s.RbacAuthorizationV1Api(operator_api).create_cluster_role(
                 k8s.V1ClusterRole(

@@ -16,7 +16,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="managed-secrets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the operator")
-    run.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
+    run.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)"
+    )
     run.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
     run.add_argument("--log-format", choices=["text", "json"], default=None)
     run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")

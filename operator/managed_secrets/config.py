@@ -25,6 +25,12 @@ class OperatorConfig:
     provider_options: dict[str, str] = field(default_factory=dict)
     #: Kubeconfig to use; empty: in-cluster, else the usual KUBECONFIG / ~/.kube/config.
     kubeconfig: str = ""
+    #: The operator's own namespace (POD_NAMESPACE, from the Downward API); holds the HMAC key Secret.
+    operator_namespace: str = field(
+        default_factory=lambda: os.environ.get("POD_NAMESPACE") or "managed-secrets-system"
+    )
+    #: Secret (created when absent) with the key of the restart annotations and of status.dataHash.
+    hmac_key_secret: str = "managed-secrets-hmac-key"  # noqa: S105 - the name of a Secret
 
     @classmethod
     def from_env(cls) -> OperatorConfig:

@@ -348,9 +348,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not versions:
             self._not_found(name)
             return
-        bundle = self._bundle(name, versions[-1], value=False)
-        bundle["recoveryId"] = f"{self.state.base_url}/deletedsecrets/{name}"
-        self._send(HTTPStatus.OK, bundle)
+        # No soft delete here (no recoveryId): deleting is final, like a vault without soft delete.
+        self._send(HTTPStatus.OK, self._bundle(name, versions[-1], value=False))
 
 
 def serve(config_path: str) -> None:

@@ -1,7 +1,8 @@
 """Shared reads: one fetch per (backend, key, version) per refresh window, however many resources ask.
 
-A cached value is reused while it is younger than half the asker's refresh interval, so no resource
-ever sees data older than 1.5 times its own interval. Concurrent askers of the same key wait for the
+A refresh reuses a cached value only if it was fetched after that resource's previous refresh: no
+resource ever sees data older than its own interval, and within one refresh cycle each key is fetched
+once, whichever resource asks first. Concurrent askers of the same key wait for the
 one fetch in flight. Keys missed together are fetched in batches where the provider can batch.
 Errors are shared only with the askers waiting on that same fetch, never cached.
 """
@@ -42,9 +43,11 @@ class ReadCache:
         refs: Sequence[RemoteKey],
         *,
         max_age: float,
+        fetched_after: float | None = None,
         observe: FetchObserver | None = None,
     ) -> dict[RemoteKey, bytes | SyncError]:
-        """Values for ``refs``; ``max_age=0`` forces fresh reads (force-sync) and refreshes the cache."""
+        """Values for ``refs`` fetched less than ``max_age`` ago and after ``fetched_after`` (this
+        clock); ``max_age=0`` forces fresh reads (force-sync) and refreshes the cache."""
         now = self._clock()
         results: dict[RemoteKey, bytes | SyncError] = {}
         waiting: dict[RemoteKey, Future[bytes]] = {}
@@ -56,8 +59,8 @@ class ReadCache:
                 entry = self._entries.get(slot)
                 if (
                     entry is not None
-                    and max_age > 0
                     and now - entry.fetched_at < min(max_age, self._max_age_cap)
+                    and (fetched_after is None or entry.fetched_at > fetched_after)
                 ):
                     results[ref] = entry.value
                 elif slot in self._in_flight:
@@ -127,6 +130,9 @@ class ReadCache:
             slot for slot, entry in self._entries.items() if now - entry.fetched_at > self._max_age_cap
         ]:
             del self._entries[slot]
+
+    def now(self) -> float:
+        return self._clock()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -84,16 +84,29 @@ class Reconciler:
 
     # -- the reconcile ----------------------------------------------------------------------------------
 
-    def sync(self, ms: ManagedSecret, *, force: bool = False) -> SyncResult:
+    def sync(
+        self,
+        ms: ManagedSecret,
+        *,
+        force: bool = False,
+        last_refresh: float | None = None,
+        target_known_absent: bool = False,
+    ) -> SyncResult:
+        """Bring the target Secret in line with the store.
+
+        ``last_refresh``: when this resource last synced (the read cache's clock); cached reads from
+        before then are not reused. ``target_known_absent``: this resource never synced, so try to
+        create the Secret without reading it first (a 409 falls back to the full check).
+        """
         backend, conditions = self.resolve_backend(ms)
         template = ms.spec.target.template
         if template is not None:
             check_templates(template.data)
         refs = self._remote_refs(ms)
         self._check_key_scope(ms, backend, conditions, refs)
-        values = self._fetch(ms, backend, refs, force=force)
+        values = self._fetch(ms, backend, refs, force=force, last_refresh=last_refresh)
         data = self._build_data(ms, values)
-        return self._write(ms, data)
+        return self._write(ms, data, target_known_absent=target_known_absent)
 
     def resolve_backend(self, ms: ManagedSecret) -> tuple[Backend, list[NamespaceCondition]]:
         ref = ms.spec.backend_ref
@@ -139,17 +152,31 @@ class Reconciler:
                 )
 
     def _fetch(
-        self, ms: ManagedSecret, backend: Backend, refs: Sequence[RemoteKey], *, force: bool
+        self,
+        ms: ManagedSecret,
+        backend: Backend,
+        refs: Sequence[RemoteKey],
+        *,
+        force: bool,
+        last_refresh: float | None,
     ) -> dict[RemoteKey, bytes]:
         provider = self._providers.get(backend)
         interval = ms.spec.refresh_interval.total_seconds()
-        max_age = 0.0 if force else (interval / 2 if interval > 0 else FETCH_ONCE_MAX_AGE)
+        # A first sync may share a read up to half its interval old; later refreshes take any read
+        # made after their previous one (``last_refresh``), so a cycle costs one read per key.
+        if force:
+            max_age = 0.0
+        elif last_refresh is not None:
+            max_age = interval * 2 if interval > 0 else FETCH_ONCE_MAX_AGE
+        else:
+            max_age = interval / 2 if interval > 0 else FETCH_ONCE_MAX_AGE
         observe = self._observe_fetch
         results = self._reads.get_many(
             backend.cache_identity,
             provider,
             refs,
             max_age=max_age,
+            fetched_after=last_refresh,
             observe=(lambda operation, keys: observe(backend.provider, operation, keys)) if observe else None,
         )
         values: dict[RemoteKey, bytes] = {}
@@ -186,10 +213,11 @@ class Reconciler:
 
     # -- writing the target ------------------------------------------------------------------------------
 
-    def _write(self, ms: ManagedSecret, data: dict[str, bytes]) -> SyncResult:
+    def _write(self, ms: ManagedSecret, data: dict[str, bytes], *, target_known_absent: bool) -> SyncResult:
         target = ms.spec.target
         name = ms.target_name
-        existing = self._cluster.get(ms.ref.namespace, name)
+        skip_read = target_known_absent and target.creation_policy is not CreationPolicy.MERGE
+        existing = None if skip_read else self._cluster.get(ms.ref.namespace, name)
         if target.creation_policy is CreationPolicy.MERGE:
             return self._merge(ms, existing, data)
         desired = self._desired(ms, data, existing)

@@ -47,7 +47,7 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
         # The same identity and endpoint as the operator's own client, wherever it was configured.
         configuration = make_api_client(config).configuration
         header = configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
-        scheme, _, value = header.partition(" ") if " " in header else ("Bearer", "", header)
+        scheme, _sep, value = header.partition(" ") if " " in header else ("Bearer", "", header)
         return kopf.ConnectionInfo(
             server=configuration.host,
             ca_path=configuration.ssl_ca_cert,

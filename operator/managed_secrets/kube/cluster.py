@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from managed_secrets import errors
 from managed_secrets.core.ports import OwnerReference, SecretObject
+from managed_secrets.kube.raw import read_json, release
 from managed_secrets.models.backend import Backend
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecretRef
 from managed_secrets.models.parse import parse_backend
@@ -123,7 +124,7 @@ class KubeCluster:
         self.secret_writes: dict[str, int] = {"create": 0, "replace": 0, "delete": 0}
 
     def _json(self, response: urllib3.HTTPResponse) -> Any:
-        return json.loads(response.data)
+        return read_json(response)
 
     # -- SecretStore -------------------------------------------------------------------------------------
 
@@ -169,7 +170,7 @@ class KubeCluster:
     def delete(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None)
         try:
-            self._core.delete_namespaced_secret(name, namespace, body=body, _preload_content=False)
+            release(self._core.delete_namespaced_secret(name, namespace, body=body, _preload_content=False))
         except ApiException as error:
             if error.status == 404:
                 return
@@ -277,7 +278,7 @@ class KubeCluster:
 
     def patch_status(self, ref: ManagedSecretRef, patch: Mapping[str, Any]) -> None:
         try:
-            self._custom.patch_namespaced_custom_object_status(
+            response = self._custom.patch_namespaced_custom_object_status(
                 GROUP,
                 VERSION,
                 ref.namespace,
@@ -286,6 +287,7 @@ class KubeCluster:
                 {"status": dict(patch)},
                 _preload_content=False,
             )
+            release(response)
         except ApiException as error:
             if error.status == 404:
                 return  # deleted meanwhile
@@ -294,8 +296,10 @@ class KubeCluster:
     def set_finalizers(self, ref: ManagedSecretRef, finalizers: list[str], resource_version: str) -> None:
         patch = {"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}}
         try:
-            self._custom.patch_namespaced_custom_object(
-                GROUP, VERSION, ref.namespace, "managedsecrets", ref.name, patch, _preload_content=False
+            release(
+                self._custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, ref.namespace, "managedsecrets", ref.name, patch, _preload_content=False
+                )
             )
         except ApiException as error:
             if error.status == 404:
@@ -329,7 +333,7 @@ class KubeCluster:
             "reportingInstance": "managed-secrets",
         }
         try:
-            self._core.create_namespaced_event(namespace, body, _preload_content=False)
+            release(self._core.create_namespaced_event(namespace, body, _preload_content=False))
         except (ApiException, urllib3.exceptions.HTTPError) as error:
             log.warning(
                 "could not post event %s on %s/%s: %s",

@@ -10,10 +10,15 @@ Versions: Secrets Manager takes a staging label (``AWSCURRENT``, ``AWSPREVIOUS``
 version id (a UUID, or any id written as ``uuid/<id>``); Parameter Store takes a version number or a
 label (sent as the ``name:selector`` form). Secrets Manager reads of current values are batched with
 BatchGetSecretValue (20 ids a call); Parameter Store reads with GetParameters (10 names a call).
+
+``ProviderContext.options`` (tests and tuning, never part of the CRD): ``timeout_seconds``,
+``max_attempts`` (botocore's standard retry mode), ``aws_event_hooks`` (``(event, handler)`` pairs
+registered on every client, e.g. to count calls).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +47,7 @@ from managed_secrets.models.base import CamelModel
 from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class AWSService(StrEnum):
@@ -390,6 +396,7 @@ class SecretsManagerProvider(_AWSProvider):
         return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
 
     def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
+        log.debug("%s: reading %s from Secrets Manager", self._label, ref)
         kwargs: dict[str, str] = {"SecretId": ref.key}
         if ref.version is not None:
             version = ref.version
@@ -446,6 +453,7 @@ class SecretsManagerProvider(_AWSProvider):
 
     def _batch(self, client: Any, chunk: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
         ids = list(dict.fromkeys(ref.key for ref in chunk))
+        log.debug("%s: reading %d keys from Secrets Manager in one batch", self._label, len(ids))
         response = self._translator.call(
             lambda: client.batch_get_secret_value(SecretIdList=ids), f"batch read of {len(ids)} keys"
         )
@@ -492,6 +500,7 @@ class ParameterStoreProvider(_AWSProvider):
         return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
 
     def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
+        log.debug("%s: reading %s from Parameter Store", self._label, ref)
         # ParameterNotFound always means the name is missing; a missing version or label has its own codes.
         response = self._translator.call(
             lambda: client.get_parameter(Name=self._name(ref), WithDecryption=True), f"read {ref}"
@@ -525,6 +534,7 @@ class ParameterStoreProvider(_AWSProvider):
 
     def _batch(self, client: Any, chunk: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
         names = {ref.key: ref for ref in chunk}
+        log.debug("%s: reading %d parameters in one batch", self._label, len(names))
         response = self._translator.call(
             lambda: client.get_parameters(Names=list(names), WithDecryption=True),
             f"batch read of {len(names)} parameters",

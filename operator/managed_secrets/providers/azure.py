@@ -22,6 +22,7 @@ TokenCredential), ``azure_connection_verify`` (CA bundle path for Key Vault and 
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -61,6 +62,7 @@ from managed_secrets.models.base import CamelModel
 from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Key Vault object names: 1-127 characters, letters, digits and dashes.
 SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
@@ -307,6 +309,7 @@ class AzureKeyVaultProvider:
         return name, version
 
     def _fetch(self, ref: RemoteKey, name: str, version: str | None) -> bytes:
+        log.debug("%s: reading %s from %s", self._label, ref, self._config.vault_url)
         client = self._get_client()
         try:
             secret = self._translator.call(lambda: client.get_secret(name, version), f"read {ref}")

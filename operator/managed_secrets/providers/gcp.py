@@ -10,11 +10,15 @@ a trusted network (tests use 127.0.0.1).
 Remote keys: a secret id in ``projectID``, or a full ``projects/<p>/secrets/<id>`` name. Versions:
 ``latest`` (the default) or a version number. When the server sends ``data_crc32c``, the payload is
 checked against it; a mismatch is a BackendUnavailable (corrupted in transit), never a value.
+
+``ProviderContext.options`` (tests and tuning): ``timeout_seconds`` bounds each read including retries
+of UNAVAILABLE answers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -46,6 +50,7 @@ from managed_secrets.models.base import CamelModel
 from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SECRET_MANAGER_AUDIENCE = "https://secretmanager.googleapis.com/"  # noqa: S105 - a URL
@@ -283,6 +288,7 @@ class GCPProvider:
 
     def _fetch(self, ref: RemoteKey) -> bytes:
         secret, version_name = self._names(ref)
+        log.debug("%s: reading %s", self._label, version_name)
         client = self._get_client()
         try:
             response = self._translator.call(

@@ -23,6 +23,7 @@ from typing import Any
 import hvac
 import hvac.exceptions
 import requests
+import requests.adapters
 
 from managed_secrets.errors import (
     AuthFailed,
@@ -108,8 +109,18 @@ class VaultProvider:
         if config.ca_bundle:
             verify = self._write_ca_bundle(config.ca_bundle)
         timeout = int(context.options.get("timeout_seconds", 10))
+        # One pooled connection per worker thread; requests' default pool (10) would churn connections.
+        session = requests.Session()
+        pool_size = int(context.options.get("pool_size", 64))
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
         self._client = hvac.Client(
-            url=config.server, namespace=config.namespace, verify=verify, timeout=timeout
+            url=config.server,
+            namespace=config.namespace,
+            verify=verify,
+            timeout=timeout,
+            session=session,
         )
         self._logins = 0
 

@@ -14,6 +14,7 @@ import heapq
 import itertools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -70,10 +71,14 @@ class _State:
     deleting: bool = False
     backend: tuple[BackendKind, str | None, str] | None = None
     ready: bool | None = None
+    #: When this object last synced, on the read cache's clock (None: not since the operator started).
+    last_refresh: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-SyncHook = Callable[[ManagedSecret, SyncResult], None]
+#: Called after each successful sync, before its status is written, with the status as it was; returns
+#: status fields to set along with it (empty: none).
+SyncHook = Callable[[ManagedSecret, SyncResult, Mapping[str, Any]], Mapping[str, Any]]
 
 
 class Controller:
@@ -101,6 +106,7 @@ class Controller:
             max_workers=self._settings.workers, thread_name_prefix="reconcile"
         )
         self.reconciles = 0
+        self._amend_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -249,7 +255,12 @@ class Controller:
             )
             self._ensure_finalizer(state, needed=needs_finalizer(ms))
             # A retry after a failure reads afresh: the cached value may be what failed (a missing property).
-            result = self._reconciler.sync(ms, force=force or state.failures > 0)
+            result = self._reconciler.sync(
+                ms,
+                force=force or state.failures > 0,
+                last_refresh=state.last_refresh,
+                target_known_absent=state.last_refresh is None and not current.get("secretName"),
+            )
         except SyncError as error:
             metrics.SYNCS.labels("error", error.reason.value).inc()
             self._report_failure(state, current, generation, error)
@@ -270,11 +281,18 @@ class Controller:
         if result.action is not WriteAction.UNCHANGED:
             metrics.SECRET_WRITES.labels(result.action.value.lower()).inc()
         state.failures = 0
+        state.last_refresh = self._clock()
         was_ready = state.ready
         state.ready = True
         new = status_model.success_status(current, generation, result)
+        if self._on_synced is not None:
+            try:
+                new = {**new, **self._on_synced(ms, result, current)}
+            except Exception as error:
+                log.error("%s: post-sync hook failed: %s", state.ref, type(error).__name__)  # noqa: TRY400
         self._write_status(state, current, new)
-        if result.action is not WriteAction.UNCHANGED or was_ready is False:
+        # Events for what a person needs to see (a change, a recovery); a first creation shows in status.
+        if result.action is WriteAction.UPDATED or was_ready is False:
             self._event(
                 state,
                 "Normal",
@@ -282,11 +300,6 @@ class Controller:
                 f"Secret {result.secret_name}: {len(result.keys)} keys "
                 f"({'data changed' if result.data_changed else result.action.value.lower()})",
             )
-        if self._on_synced is not None:
-            try:
-                self._on_synced(ms, result)
-            except Exception as error:
-                log.error("%s: post-sync hook failed: %s", state.ref, type(error).__name__)  # noqa: TRY400
         interval = ms.spec.refresh_interval.total_seconds()
         return self._jittered(interval) if interval > 0 else None
 
@@ -333,6 +346,21 @@ class Controller:
             self._event(state, "Warning", error.reason.value, error.message)
         if isinstance(error, InvalidSpec):
             state.backend = None
+
+    def amend_status(
+        self, ref: ManagedSecretRef, change: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    ) -> None:
+        """Status fields other parts of the runtime own (the rollout's), from any thread.
+
+        Rare (after a rollout), so one lock for all objects. A reconcile writing meanwhile only changes
+        its own fields (a merge patch of the difference), and the watch brings the cache back in step.
+        """
+        state = self._states.get((ref.namespace, ref.name))
+        if state is None:
+            return
+        with self._amend_lock:
+            current = state.status
+            self._write_status(state, current, change(current))
 
     def _write_status(self, state: _State, current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
         if not status_model.changed(current, new):

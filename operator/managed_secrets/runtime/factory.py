@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -14,8 +15,10 @@ from managed_secrets.core.clients import ProviderPool
 from managed_secrets.core.reads import ReadCache
 from managed_secrets.core.reconcile import Reconciler
 from managed_secrets.kube.cluster import KubeCluster
+from managed_secrets.kube.workloads import KubeWorkloads
 from managed_secrets.providers.registry import ProviderRegistry
 from managed_secrets.runtime.controller import Controller, ControllerSettings
+from managed_secrets.runtime.rollouts import Rollouts, ensure_hmac_key
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,10 @@ class Runtime:
     reads: ReadCache
     reconciler: Reconciler
     controller: Controller
+    rollouts: Rollouts
 
     def close(self) -> None:
+        self.rollouts.close()
         self.providers.close()
 
 
@@ -58,11 +63,21 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
         metrics.PROVIDER_KEYS.labels(backend_type).inc(keys)
 
     reconciler = Reconciler(cluster, providers, reads, observe_fetch=observe_fetch)
+    # Built in the operator's start-up handler: its event loop runs the restart timers.
+    rollouts = Rollouts(
+        KubeWorkloads(api),
+        cluster,
+        cluster,
+        lambda: ensure_hmac_key(cluster, config.operator_namespace, config.hmac_key_secret),
+        loop=asyncio.get_running_loop(),
+    )
     controller = Controller(
         reconciler,
         cluster,
         ControllerSettings(
             workers=config.workers, backoff_base=config.backoff_base, backoff_max=config.backoff_max
         ),
+        on_synced=rollouts.on_synced,
     )
-    return Runtime(config, cluster, providers, reads, reconciler, controller)
+    rollouts.attach(controller)
+    return Runtime(config, cluster, providers, reads, reconciler, controller, rollouts)

@@ -1,0 +1,163 @@
+"""Kubernetes calls for rolling restarts: list, read and patch workloads, with translated errors.
+
+Raw JSON in and out, like kube/cluster.py. A restart is a JSON merge patch of one annotation: on the pod
+template of a Deployment, StatefulSet or DaemonSet (the controller rolls the pods), on an Argo Rollout
+itself together with ``spec.restartAt``. No watches: workloads are read only when a rollout is due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from managed_secrets.core.rollout import (
+    ARGO_GROUP,
+    ARGO_VERSION,
+    DISCOVERED_KINDS,
+    RESTARTED_FOR_ANNOTATION,
+    RolloutError,
+    RolloutFailed,
+    RolloutForbidden,
+    Workload,
+    WorkloadNotFound,
+    WorkloadRef,
+    secrets_used,
+)
+from managed_secrets.kube.cluster import describe_api_error
+from managed_secrets.kube.raw import read_json, release
+from managed_secrets.models.managedsecret import RolloutKind
+
+ARGO_CRD = "rollouts.argoproj.io"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def decode_workload(kind: RolloutKind, body: Mapping[str, Any]) -> Workload:
+    meta = body.get("metadata") or {}
+    template = (body.get("spec") or {}).get("template") or {}
+    return Workload(
+        ref=WorkloadRef(kind, meta.get("namespace", ""), meta.get("name", "")),
+        uid=meta.get("uid", ""),
+        annotations=dict(meta.get("annotations") or {}),
+        template_annotations=dict((template.get("metadata") or {}).get("annotations") or {}),
+        secrets=secrets_used(template.get("spec") or {}),
+    )
+
+
+def _translate(error: ApiException, what: str) -> RolloutError:
+    if error.status == 404:
+        return WorkloadNotFound(f"{what} not found")
+    if error.status in (401, 403):
+        return RolloutForbidden(f"{what}: the operator may not do this ({describe_api_error(error)})")
+    return RolloutFailed(f"{what}: {describe_api_error(error)}")
+
+
+class KubeWorkloads:
+    """Implements ``runtime.rollouts.WorkloadAPI``."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._apps = client.AppsV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+        self._extensions = client.ApiextensionsV1Api(api_client)
+        apps = self._apps
+        #: kind -> (list, read, patch) of the apps/v1 kinds.
+        self._methods: dict[
+            RolloutKind, tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]
+        ] = {
+            RolloutKind.DEPLOYMENT: (
+                apps.list_namespaced_deployment,
+                apps.read_namespaced_deployment,
+                apps.patch_namespaced_deployment,
+            ),
+            RolloutKind.STATEFUL_SET: (
+                apps.list_namespaced_stateful_set,
+                apps.read_namespaced_stateful_set,
+                apps.patch_namespaced_stateful_set,
+            ),
+            RolloutKind.DAEMON_SET: (
+                apps.list_namespaced_daemon_set,
+                apps.read_namespaced_daemon_set,
+                apps.patch_namespaced_daemon_set,
+            ),
+        }
+
+    def _call(self, what: str, method: Callable[..., urllib3.HTTPResponse], *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = method(*args, _preload_content=False, **kwargs)
+        except ApiException as error:
+            raise _translate(error, what) from None
+        except urllib3.exceptions.HTTPError as error:
+            raise RolloutFailed(f"{what}: {type(error).__name__}") from None
+        return read_json(response)
+
+    def list(self, namespace: str) -> list[Workload]:
+        """The namespace's Deployments, StatefulSets and DaemonSets."""
+        found: list[Workload] = []
+        for kind in DISCOVERED_KINDS:
+            body = self._call(f"listing {kind.value}s in {namespace}", self._methods[kind][0], namespace)
+            found += [decode_workload(kind, item) for item in body.get("items") or []]
+        return found
+
+    def get(self, ref: WorkloadRef) -> Workload:
+        what = f"{ref} in {ref.namespace}"
+        if ref.kind is not RolloutKind.ROLLOUT:
+            return decode_workload(
+                ref.kind, self._call(what, self._methods[ref.kind][1], ref.name, ref.namespace)
+            )
+        try:
+            body = self._call(
+                what,
+                self._custom.get_namespaced_custom_object,
+                ARGO_GROUP,
+                ARGO_VERSION,
+                ref.namespace,
+                "rollouts",
+                ref.name,
+            )
+        except WorkloadNotFound:
+            if not self._argo_installed():
+                raise WorkloadNotFound(
+                    f"{ref}: Argo Rollouts is not installed (no CustomResourceDefinition {ARGO_CRD})"
+                ) from None
+            raise
+        return decode_workload(ref.kind, body)
+
+    def restart(self, workload: Workload, key: str, now: str) -> None:
+        """Set the restart annotation (and restartAt of an Argo Rollout); the controller rolls the pods."""
+        ref = workload.ref
+        what = f"patching {ref} in {ref.namespace}"
+        annotation = {"annotations": {RESTARTED_FOR_ANNOTATION: key}}
+        if ref.kind is RolloutKind.ROLLOUT:
+            self._call(
+                what,
+                self._custom.patch_namespaced_custom_object,
+                ARGO_GROUP,
+                ARGO_VERSION,
+                ref.namespace,
+                "rollouts",
+                ref.name,
+                {"metadata": annotation, "spec": {"restartAt": now}},
+                _content_type=MERGE_PATCH,
+            )
+            return
+        template_patch = {"spec": {"template": {"metadata": annotation}}}
+        self._call(
+            what,
+            self._methods[ref.kind][2],
+            ref.name,
+            ref.namespace,
+            template_patch,
+            _content_type=MERGE_PATCH,
+        )
+
+    def _argo_installed(self) -> bool:
+        try:
+            release(self._extensions.read_custom_resource_definition(ARGO_CRD, _preload_content=False))
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise _translate(error, f"reading CustomResourceDefinition {ARGO_CRD}") from None
+        return True

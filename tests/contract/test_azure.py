@@ -1,0 +1,265 @@
+"""Azure Key Vault against the HTTPS stand-in server (harness/lowkey.py, which says why lowkey-vault is not
+used), through the real azure-keyvault-secrets and azure-identity stacks, plus Azure-only cases: every
+auth type, name rules, disabled versions, TLS verification."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.lowkey import KeyVaultServer, StaticTokenCredential
+from managed_secrets.errors import (
+    AuthFailed,
+    BackendUnavailable,
+    InvalidBackend,
+    InvalidSpec,
+    RemoteKeyNotFound,
+    VersionNotFound,
+)
+from managed_secrets.providers.base import RemoteKey, SecretProvider
+
+from .cases import ProviderContract, Value
+from .conftest import NAMESPACE, InMemoryCredentials, make_provider
+
+
+class KeyVaultRemote:
+    supports_binary = False
+    max_value_size = 25 * 1024  # Key Vault's limit for a secret value
+
+    def __init__(self, server: KeyVaultServer) -> None:
+        self.server = server
+
+    def new_key(self) -> str:
+        return f"contract-{uuid.uuid4().hex[:12]}"
+
+    def put(self, key: str, value: Value) -> str:
+        with self.server.client() as client:
+            secret = client.set_secret(key, self.expected(value).decode())
+        return str(secret.properties.version)
+
+    def disable(self, key: str, version: str) -> None:
+        with self.server.client() as client:
+            client.update_secret_properties(key, version, enabled=False)
+
+    def delete(self, key: str) -> None:
+        with self.server.client() as client:
+            client.begin_delete_secret(key).wait()
+
+    def expected(self, value: Value) -> bytes:
+        if isinstance(value, dict):
+            return json.dumps(value).encode()
+        return value if isinstance(value, bytes) else value.encode()
+
+    def missing_version(self) -> str:
+        return uuid.uuid4().hex
+
+    def stop_server(self) -> None:
+        self.server.stop()
+
+    def start_server(self) -> None:
+        self.server.start()
+
+
+def options(server: KeyVaultServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "timeout_seconds": 3,
+        "max_attempts": 1,
+        "azure_connection_verify": str(server.ca_path),
+        "azure_verify_challenge_resource": False,  # the vault is 127.0.0.1, not *.vault.azure.net
+        "azure_authority_host": server.authority,
+        **extra,
+    }
+
+
+def principal_config(server: KeyVaultServer) -> dict[str, Any]:
+    return {
+        "vaultURL": server.vault_url,
+        "tenantID": server.tenant_id,
+        "authSecretRef": {
+            "clientID": {"name": "azure-sp", "key": "client-id"},
+            "clientSecret": {"name": "azure-sp", "key": "client-secret"},
+        },
+    }
+
+
+def principal_credentials(server: KeyVaultServer, secret: str | None = None) -> InMemoryCredentials:
+    return InMemoryCredentials(
+        {
+            (NAMESPACE, "azure-sp", "client-id"): server.principal.client_id,
+            (NAMESPACE, "azure-sp", "client-secret"): secret
+            if secret is not None
+            else server.principal.secret,
+        }
+    )
+
+
+@pytest.fixture
+def remote(keyvault: KeyVaultServer) -> KeyVaultRemote:
+    return KeyVaultRemote(keyvault)
+
+
+@pytest.fixture
+def provider(keyvault: KeyVaultServer) -> Iterator[SecretProvider]:
+    provider = make_provider(
+        "azure", principal_config(keyvault), principal_credentials(keyvault), options(keyvault)
+    )
+    yield provider
+    provider.close()
+
+
+class TestKeyVaultContract(ProviderContract):
+    """ServicePrincipal (client secret) is the contract's auth: the full Entra ID token flow runs."""
+
+    @pytest.fixture
+    def bad_credentials_provider(self, keyvault: KeyVaultServer) -> Iterator[SecretProvider]:
+        credentials = principal_credentials(keyvault, secret="not-the-client-secret")
+        provider = make_provider("azure", principal_config(keyvault), credentials, options(keyvault))
+        yield provider
+        provider.close()
+
+
+def test_static_token_credential_option(keyvault: KeyVaultServer, remote: KeyVaultRemote) -> None:
+    key = remote.new_key()
+    remote.put(key, "via-static-token")
+    good = make_provider(
+        "azure",
+        {"vaultURL": keyvault.vault_url},
+        options=options(keyvault, azure_credential=StaticTokenCredential(keyvault.static_token)),
+    )
+    assert good.fetch(RemoteKey(key)) == b"via-static-token"
+    bad = make_provider(
+        "azure",
+        {"vaultURL": keyvault.vault_url},
+        options=options(keyvault, azure_credential=StaticTokenCredential("forged")),
+    )
+    with pytest.raises(AuthFailed):
+        bad.fetch(RemoteKey(key))
+
+
+def test_workload_identity_with_token_request(keyvault: KeyVaultServer, remote: KeyVaultRemote) -> None:
+    key = remote.new_key()
+    remote.put(key, "via-workload-identity")
+    credentials = InMemoryCredentials(tokens={(NAMESPACE, "app"): keyvault.federated_assertion})
+    config = {
+        "vaultURL": keyvault.vault_url,
+        "tenantID": keyvault.tenant_id,
+        "authType": "WorkloadIdentity",
+        "clientID": keyvault.federated_client_id,
+        "serviceAccountRef": {"name": "app"},
+    }
+    provider = make_provider("azure", config, credentials, options(keyvault))
+    assert provider.fetch(RemoteKey(key)) == b"via-workload-identity"
+    assert credentials.token_requests == [(NAMESPACE, "app", ("api://AzureADTokenExchange",))]
+    # A token the federated credential does not trust is refused by Entra ID.
+    wrong = InMemoryCredentials(tokens={(NAMESPACE, "app"): "a-token-from-elsewhere"})
+    with pytest.raises(AuthFailed):
+        make_provider("azure", config, wrong, options(keyvault)).fetch(RemoteKey(key))
+    provider.close()
+
+
+def test_workload_identity_from_token_file(
+    keyvault: KeyVaultServer, remote: KeyVaultRemote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(keyvault.federated_assertion)
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    key = remote.new_key()
+    remote.put(key, "via-token-file")
+    config = {
+        "vaultURL": keyvault.vault_url,
+        "tenantID": keyvault.tenant_id,
+        "clientID": keyvault.federated_client_id,
+        "authType": "WorkloadIdentity",
+    }
+    provider = make_provider("azure", config, InMemoryCredentials(), options(keyvault))
+    assert provider.fetch(RemoteKey(key)) == b"via-token-file"
+    provider.close()
+
+
+@pytest.mark.parametrize("user_assigned", [False, True])
+def test_managed_identity(
+    keyvault: KeyVaultServer, remote: KeyVaultRemote, monkeypatch: pytest.MonkeyPatch, user_assigned: bool
+) -> None:
+    # The App Service flavour of managed identity: an endpoint and a header secret in the environment.
+    monkeypatch.setenv("IDENTITY_ENDPOINT", keyvault.identity_endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", keyvault.identity_header)
+    key = remote.new_key()
+    remote.put(key, "via-managed-identity")
+    config: dict[str, Any] = {"vaultURL": keyvault.vault_url, "authType": "ManagedIdentity"}
+    if user_assigned:
+        config["clientID"] = keyvault.managed_identity_ids[0]
+    provider = make_provider("azure", config, InMemoryCredentials(), options(keyvault))
+    assert provider.fetch(RemoteKey(key)) == b"via-managed-identity"
+    provider.close()
+    unknown = make_provider(
+        "azure", {**config, "clientID": str(uuid.uuid4())}, InMemoryCredentials(), options(keyvault)
+    )
+    with pytest.raises(AuthFailed):
+        unknown.fetch(RemoteKey(key))
+
+
+def test_disabled_version(remote: KeyVaultRemote, provider: SecretProvider) -> None:
+    key = remote.new_key()
+    first = remote.put(key, "one")
+    remote.put(key, "two")
+    remote.disable(key, first)
+    with pytest.raises(VersionNotFound) as caught:
+        provider.fetch(RemoteKey(key, first))
+    assert "disabled" in str(caught.value)
+    assert provider.fetch(RemoteKey(key, "latest")) == b"two"
+
+
+@pytest.mark.parametrize("name", ["has_underscore", "has.dot", "x" * 128, "", "ünïcode"])
+def test_name_rules(provider: SecretProvider, name: str) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        provider.fetch(RemoteKey(name))
+    assert "1-127 characters: letters, digits and '-'" in str(caught.value)
+
+
+def test_longest_valid_name_is_accepted(provider: SecretProvider) -> None:
+    with pytest.raises(RemoteKeyNotFound):
+        provider.fetch(RemoteKey("a" * 127))
+
+
+def test_malformed_version(provider: SecretProvider) -> None:
+    with pytest.raises(VersionNotFound):
+        provider.fetch(RemoteKey("fine", "not/a-version"))
+
+
+def test_tls_is_verified(keyvault: KeyVaultServer, remote: KeyVaultRemote) -> None:
+    """Without the harness CA the server's certificate is refused: verification is on."""
+    key = remote.new_key()
+    remote.put(key, "behind-tls")
+    opts = options(keyvault, azure_credential=StaticTokenCredential(keyvault.static_token))
+    del opts["azure_connection_verify"]
+    provider = make_provider("azure", {"vaultURL": keyvault.vault_url}, options=opts)
+    with pytest.raises(BackendUnavailable):
+        provider.fetch(RemoteKey(key))
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"vaultURL": "http://vault.example"}, "https://"),
+        ({"vaultURL": "https://x.vault.azure.net"}, "tenantID"),
+        ({"vaultURL": "https://x.vault.azure.net", "tenantID": "t"}, "clientSecret"),
+        (
+            {
+                "vaultURL": "https://x.vault.azure.net",
+                "authType": "WorkloadIdentity",
+                "serviceAccountRef": {"name": "app"},
+            },
+            "clientID",
+        ),
+        ({"vaultURL": "https://x.vault.azure.net", "authType": "Password"}, "authType"),
+    ],
+)
+def test_invalid_configuration(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidBackend) as caught:
+        make_provider("azure", config)
+    assert message in str(caught.value)

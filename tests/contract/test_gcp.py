@@ -1,0 +1,188 @@
+"""Google Cloud Secret Manager against the gRPC stand-in server (harness/gcp_emulator.py, which says why
+the Go emulator is not used), with service-account key auth enforced, plus GCP-only cases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.gcp_emulator import CORRUPT_LABEL, GcpSecretManagerEmulator
+from managed_secrets.errors import (
+    AuthFailed,
+    BackendUnavailable,
+    InvalidBackend,
+    InvalidSpec,
+    VersionNotFound,
+)
+from managed_secrets.providers.base import RemoteKey, SecretProvider
+
+from .cases import ProviderContract, Value
+from .conftest import NAMESPACE, InMemoryCredentials, make_provider
+
+OPTIONS = {"timeout_seconds": 2}
+
+
+class SecretManagerRemote:
+    supports_binary = True
+    max_value_size = 64 * 1024
+
+    def __init__(self, emulator: GcpSecretManagerEmulator) -> None:
+        self.emulator = emulator
+
+    def new_key(self) -> str:
+        return f"contract-{uuid.uuid4().hex[:12]}"
+
+    def _parent(self, key: str) -> str:
+        return f"projects/{self.emulator.project}/secrets/{key}"
+
+    def create(self, key: str, labels: dict[str, str] | None = None) -> None:
+        with self.emulator.client() as client:
+            client.create_secret(
+                request={
+                    "parent": f"projects/{self.emulator.project}",
+                    "secret_id": key,
+                    "secret": {"replication": {"automatic": {}}, "labels": labels or {}},
+                }
+            )
+
+    def put(self, key: str, value: Value) -> str:
+        with self.emulator.client() as client:
+            try:
+                client.get_secret(request={"name": self._parent(key)})
+            except Exception:  # NotFound: create it
+                self.create(key)
+            version = client.add_secret_version(
+                request={"parent": self._parent(key), "payload": {"data": self.expected(value)}}
+            )
+        return str(version.name.rsplit("/", 1)[-1])
+
+    def delete(self, key: str) -> None:
+        with self.emulator.client() as client:
+            client.delete_secret(request={"name": self._parent(key)})
+
+    def disable(self, key: str, version: str) -> None:
+        with self.emulator.client() as client:
+            client.disable_secret_version(request={"name": f"{self._parent(key)}/versions/{version}"})
+
+    def expected(self, value: Value) -> bytes:
+        import json  # noqa: PLC0415
+
+        if isinstance(value, dict):
+            return json.dumps(value).encode()
+        return value if isinstance(value, bytes) else value.encode()
+
+    def missing_version(self) -> str:
+        return "999"
+
+    def stop_server(self) -> None:
+        self.emulator.stop()
+
+    def start_server(self) -> None:
+        self.emulator.start()
+
+
+def key_credentials(key_json: str) -> InMemoryCredentials:
+    return InMemoryCredentials({(NAMESPACE, "gcp-sa", "key.json"): key_json})
+
+
+def gcp_config(emulator: GcpSecretManagerEmulator, **extra: Any) -> dict[str, Any]:
+    return {
+        "projectID": emulator.project,
+        "endpoint": emulator.endpoint,
+        "auth": {"secretRef": {"secretAccessKey": {"name": "gcp-sa", "key": "key.json"}}},
+        **extra,
+    }
+
+
+@pytest.fixture
+def remote(gcp_emulator: GcpSecretManagerEmulator) -> SecretManagerRemote:
+    return SecretManagerRemote(gcp_emulator)
+
+
+@pytest.fixture
+def provider(gcp_emulator: GcpSecretManagerEmulator) -> Iterator[SecretProvider]:
+    provider = make_provider(
+        "gcp", gcp_config(gcp_emulator), key_credentials(gcp_emulator.reader.json), OPTIONS
+    )
+    yield provider
+    provider.close()
+
+
+class TestSecretManagerContract(ProviderContract):
+    @pytest.fixture
+    def bad_credentials_provider(self, gcp_emulator: GcpSecretManagerEmulator) -> Iterator[SecretProvider]:
+        # A well-formed key the server does not know: refused by the server, not by the client.
+        stranger = gcp_emulator.new_unregistered_key()
+        provider = make_provider("gcp", gcp_config(gcp_emulator), key_credentials(stranger.json), OPTIONS)
+        yield provider
+        provider.close()
+
+
+def test_checksum_mismatch_is_detected(remote: SecretManagerRemote, provider: SecretProvider) -> None:
+    key = remote.new_key()
+    remote.create(key, labels={CORRUPT_LABEL: "true"})
+    remote.put(key, "tampered-in-transit")
+    with pytest.raises(BackendUnavailable) as caught:
+        provider.fetch(RemoteKey(key))
+    assert "checksum" in str(caught.value)
+    assert "tampered" not in str(caught.value)
+
+
+def test_disabled_version_and_latest_enabled(remote: SecretManagerRemote, provider: SecretProvider) -> None:
+    key = remote.new_key()
+    remote.put(key, "one")
+    second = remote.put(key, "two")
+    remote.disable(key, second)
+    with pytest.raises(VersionNotFound):
+        provider.fetch(RemoteKey(key, second))
+    # latest is the newest enabled version.
+    assert provider.fetch(RemoteKey(key)) == b"one"
+    assert provider.fetch(RemoteKey(key, "latest")) == b"one"
+
+
+def test_full_resource_name(remote: SecretManagerRemote, provider: SecretProvider) -> None:
+    key = remote.new_key()
+    version = remote.put(key, "by-name")
+    name = f"projects/{remote.emulator.project}/secrets/{key}"
+    assert provider.fetch(RemoteKey(name)) == b"by-name"
+    assert provider.fetch(RemoteKey(name, version)) == b"by-name"
+
+
+def test_invalid_key_and_version(provider: SecretProvider) -> None:
+    with pytest.raises(InvalidSpec) as caught:
+        provider.fetch(RemoteKey("not/a valid id"))
+    assert "secret id" in str(caught.value)
+    with pytest.raises(VersionNotFound) as caught_version:
+        provider.fetch(RemoteKey("fine", "v1"))
+    assert "'latest' or a number" in str(caught_version.value)
+
+
+def test_malformed_key_json_is_auth_failed(gcp_emulator: GcpSecretManagerEmulator) -> None:
+    provider = make_provider(
+        "gcp", gcp_config(gcp_emulator), key_credentials('{"type": "nonsense"}'), OPTIONS
+    )
+    with pytest.raises(AuthFailed) as caught:
+        provider.fetch(RemoteKey("any"))
+    assert "service-account key" in str(caught.value)
+
+
+def test_no_credentials_refused_by_server(
+    gcp_emulator: GcpSecretManagerEmulator, remote: SecretManagerRemote
+) -> None:
+    key = remote.new_key()
+    remote.put(key, "needs-auth")
+    config = {"projectID": gcp_emulator.project, "endpoint": gcp_emulator.endpoint}
+    provider = make_provider("gcp", config, InMemoryCredentials(), OPTIONS)
+    with pytest.raises(AuthFailed):
+        provider.fetch(RemoteKey(key))
+    provider.close()
+
+
+def test_invalid_project() -> None:
+    with pytest.raises(InvalidBackend):
+        make_provider("gcp", {"projectID": "Not A Project"})
+    with pytest.raises(InvalidBackend):
+        make_provider("gcp", {"endpoint": "127.0.0.1:1"})
