@@ -95,9 +95,7 @@ class OperatorProcess:
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return process_cpu(self.proc.pid)
 
     def rss_mib(self) -> tuple[float, float]:
         """(current RSS, peak RSS) in MiB."""
@@ -108,6 +106,38 @@ class OperatorProcess:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0]) / 1024
         return values["VmRSS"], values["VmHWM"]
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(cp: ControlPlane) -> dict[str, int]:
+    """PIDs of this control plane's servers, found by their work folder on the command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and str(cp.workdir).encode() in b" ".join(argv):
+            found[Path(argv[0].decode()).name] = int(entry.name)
+    return {name: pid for name, pid in found.items() if name in ("etcd", "kube-apiserver", "kube-controller-manager")}
+
+
+class CpuMeter:
+    """CPU seconds used during a phase by each server, the operator and this benchmark's own client."""
+
+    def __init__(self, cp: ControlPlane, operator: OperatorProcess) -> None:
+        self.pids = {**server_pids(cp), "operator": operator.proc.pid if operator.proc else 0, "bench client": os.getpid()}
+        self.start = {name: process_cpu(pid) for name, pid in self.pids.items()}
+
+    def used(self) -> dict[str, float]:
+        return {name: round(process_cpu(pid) - self.start[name], 2) for name, pid in self.pids.items()}
 
 
 def counter(metrics: dict[str, float], name: str) -> float:
@@ -218,19 +248,6 @@ def raw_floor(core: k8s.CoreV1Api, namespace: str, count: int) -> float:
     return time.monotonic() - started
 
 
-def input_floor(core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, namespace: str, count: int) -> float:
-    """Creating the ManagedSecrets alone (CRD validation included): no operator can be faster."""
-    core.create_namespace({"metadata": {"name": namespace}})
-    started = time.monotonic()
-    parallel(lambda i: custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", manifest(namespace, i)), count)
-    elapsed = time.monotonic() - started
-    core.delete_namespace(namespace)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and any(ns.metadata.name == namespace for ns in core.list_namespace().items):
-        time.sleep(1)  # gone before the next phase, so its deletion does not compete for CPU
-    return elapsed
-
-
 def manifest(namespace: str, index: int) -> dict[str, Any]:
     path = f"bench/p{index % PATHS}"
     return {
@@ -248,22 +265,51 @@ def run_size(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, count: int, wor
     result: dict[str, Any] = {"n": count}
     log(f"N={count}: raw floor (plain client, {CLIENT_THREADS} threads, {count} Secrets)")
     result["raw_floor_s"] = raw_floor(core, f"floor-{count}", count)
-    log(f"N={count}: input floor (plain client creates {count} ManagedSecrets, no operator running)")
-    result["input_floor_s"] = input_floor(core, custom, f"input-{count}", count)
+    operator = OperatorProcess(cp, workdir / f"operator-{count}.log")
+    try:
+        existing_start(cp, bao, api, operator, count, result)
+        namespace = f"bench-{count}"
+        create_backend(core, custom, bao, namespace)
+        operator.start()
+        return measure(cp, bao, api, operator, namespace, count, rotations, unrelated, result)
+    finally:
+        operator.stop()
 
-    namespace = f"bench-{count}"
+
+def create_backend(core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, bao: OpenBao, namespace: str) -> None:
     core.create_namespace({"metadata": {"name": namespace}})
     core.create_namespaced_secret(namespace, {"metadata": {"name": "vault-token"}, "stringData": {"token": bao.root_token}})
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "secretbackends", {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "SecretBackend", "metadata": {"name": "vault"},
         "spec": {"vault": {"server": bao.addr, "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}}}},
     })
-    operator = OperatorProcess(cp, workdir / f"operator-{count}.log")
+
+
+def existing_start(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: OperatorProcess, count: int,
+                   result: dict[str, Any]) -> None:
+    """Input floor (creating N ManagedSecrets, no operator), then the operator's start with all N waiting."""
+    core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
+    namespace = f"start-{count}"
+    create_backend(core, custom, bao, namespace)
+    log(f"N={count}: input floor (plain client creates {count} ManagedSecrets, no operator running)")
+    started = time.monotonic()
+    parallel(lambda i: custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", manifest(namespace, i)), count)
+    result["input_floor_s"] = time.monotonic() - started
+    log(f"N={count}: operator start with {count} ManagedSecrets waiting")
+    tracker = ReadyTracker(api, namespace, count)
+    started = time.monotonic()
     operator.start()
-    try:
-        return measure(cp, bao, api, operator, namespace, count, rotations, unrelated, result)
-    finally:
-        operator.stop()
+    meter = CpuMeter(cp, operator)
+    done_at = tracker.wait(600)
+    verify_secrets(core, namespace, count)
+    elapsed = done_at - started
+    result["existing_start"] = {"seconds": elapsed, "per_second": count / elapsed, "ratio_to_floor": elapsed / result["raw_floor_s"],
+                                "cpu_by_process_s": meter.used(), **writes(operator.metrics())}
+    operator.stop()
+    core.delete_namespace(namespace)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and any(ns.metadata.name == namespace for ns in core.list_namespace().items):
+        time.sleep(1)  # gone before the next phase, so its deletion does not compete for CPU
 
 
 def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: OperatorProcess, namespace: str,
@@ -275,6 +321,7 @@ def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: Operat
     log(f"N={count}: cold sync")
     tracker = ReadyTracker(api, namespace, count)
     before, cpu0 = writes(operator.metrics()), operator.cpu_seconds()
+    meter = CpuMeter(cp, operator)
     profiler = None
     if PROFILE_DIR is not None:
         assert operator.proc is not None
@@ -292,7 +339,7 @@ def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: Operat
     verify_secrets(core, namespace, count)
     result["cold"] = {"seconds": cold, "create_calls_s": created, "per_second": count / cold,
                       "ratio_to_floor": cold / result["raw_floor_s"],
-                      "ratio_to_input_floor": cold / result["input_floor_s"], "cpu_s": operator.cpu_seconds() - cpu0,
+                      "ratio_to_input_floor": cold / result["input_floor_s"], "cpu_by_process_s": meter.used(), "cpu_s": operator.cpu_seconds() - cpu0,
                       **delta(writes(operator.metrics()), before)}
     result["rss_after_cold_mib"], result["peak_rss_mib"] = operator.rss_mib()
 
@@ -322,13 +369,13 @@ def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: Operat
         result["rss_with_unrelated_mib"] = operator.rss_mib()[0]
         result["unrelated_delta_mib"] = result["rss_with_unrelated_mib"] - result["rss_after_restart_mib"]
     # The next size starts from an empty cluster: delete this size's objects and wait until they are gone.
-    for ns in (namespace, f"floor-{count}", f"input-{count}", "unrelated"):
+    for ns in (namespace, f"floor-{count}", "unrelated"):
         try:
             core.delete_namespace(ns)
         except k8s.ApiException:
             continue
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and any(ns.metadata.name in (namespace, f"floor-{count}", f"input-{count}", "unrelated") for ns in core.list_namespace().items):
+    while time.monotonic() < deadline and any(ns.metadata.name in (namespace, f"floor-{count}", "unrelated") for ns in core.list_namespace().items):
         time.sleep(1)
     return result
 
@@ -385,11 +432,12 @@ def wait_value(core: k8s.CoreV1Api, namespace: str, value: str, timeout: float) 
 
 
 def table(results: Iterable[dict[str, Any]]) -> str:
-    rows = [("N", "raw floor", "input floor", "cold sync", "obj/s", "x floor", "x input floor", "restart", "restart writes", "steady writes (secret/status)",
+    rows = [("N", "raw floor", "input floor", "start, N waiting", "x floor", "cold sync (created at once)", "obj/s", "x floor", "x input floor", "restart", "restart writes", "steady writes (secret/status)",
              "steady provider keys", "steady CPU s", "rotation p50/p99", "RSS MiB", "+10k unrelated")]
     for r in results:
         rows.append((
-            str(r["n"]), f"{r['raw_floor_s']:.1f}s", f"{r['input_floor_s']:.1f}s", f"{r['cold']['seconds']:.1f}s",
+            str(r["n"]), f"{r['raw_floor_s']:.1f}s", f"{r['input_floor_s']:.1f}s",
+            f"{r['existing_start']['seconds']:.1f}s", f"{r['existing_start']['ratio_to_floor']:.2f}", f"{r['cold']['seconds']:.1f}s",
             f"{r['cold']['per_second']:.0f}", f"{r['cold']['ratio_to_floor']:.2f}", f"{r['cold']['ratio_to_input_floor']:.2f}", f"{r['restart']['seconds']:.1f}s",
             f"{r['restart']['secret']:.0f}/{r['restart']['status']:.0f}",
             f"{r['steady']['secret']:.0f}/{r['steady']['status']:.0f}",
