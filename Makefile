@@ -21,8 +21,8 @@ testbins:
 	./hack/build-helm.sh >/dev/null
 
 lint: install
-	$(BIN)/ruff check operator tests e2e
-	$(BIN)/ruff format --check operator tests e2e
+	$(BIN)/ruff check operator tests e2e bench
+	$(BIN)/ruff format --check operator tests e2e bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

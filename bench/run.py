@@ -58,17 +58,28 @@ class OperatorProcess:
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.cp.operator_kubeconfig)}
-        argv = [sys.executable, "-m", "managed_secrets", "run", "--log-level", "WARNING",
-                "--metrics-port", str(self.port), "--metrics-address", "127.0.0.1"]
+        argv = [
+            sys.executable,
+            "-m",
+            "managed_secrets",
+            "run",
+            "--log-level",
+            "WARNING",
+            "--metrics-port",
+            str(self.port),
+            "--metrics-address",
+            "127.0.0.1",
+        ]
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 self.metrics()
-                return
             except OSError:
                 time.sleep(0.1)
+            else:
+                return
         raise RuntimeError("operator metrics endpoint did not come up")
 
     def stop(self) -> None:
@@ -83,7 +94,7 @@ class OperatorProcess:
 
     def metrics(self) -> dict[str, float]:
         """Sum of each metric's samples, and per-label sums as name{label=value}."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()  # noqa: S310
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5).read().decode()
         sums: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -126,14 +137,22 @@ def server_pids(cp: ControlPlane) -> dict[str, int]:
             continue
         if argv and str(cp.workdir).encode() in b" ".join(argv):
             found[Path(argv[0].decode()).name] = int(entry.name)
-    return {name: pid for name, pid in found.items() if name in ("etcd", "kube-apiserver", "kube-controller-manager")}
+    return {
+        name: pid
+        for name, pid in found.items()
+        if name in ("etcd", "kube-apiserver", "kube-controller-manager")
+    }
 
 
 class CpuMeter:
     """CPU seconds used during a phase by each server, the operator and this benchmark's own client."""
 
     def __init__(self, cp: ControlPlane, operator: OperatorProcess) -> None:
-        self.pids = {**server_pids(cp), "operator": operator.proc.pid if operator.proc else 0, "bench client": os.getpid()}
+        self.pids = {
+            **server_pids(cp),
+            "operator": operator.proc.pid if operator.proc else 0,
+            "bench client": os.getpid(),
+        }
         self.start = {name: process_cpu(pid) for name, pid in self.pids.items()}
 
     def used(self) -> dict[str, float]:
@@ -187,14 +206,21 @@ class ReadyTracker:
         while not self._stop:
             try:
                 version = self._watch(version)
-            except Exception as error:  # noqa: BLE001 - a broken watch is resumed, not fatal
+            except Exception as error:
                 log(f"watch interrupted ({type(error).__name__}); resuming")
                 version = None
 
     def _watch(self, version: str | None) -> str | None:
         stream = watch.Watch()
-        for event in stream.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                                   "managedsecrets", timeout_seconds=60, resource_version=version):
+        for event in stream.stream(
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            "managedsecrets",
+            timeout_seconds=60,
+            resource_version=version,
+        ):
             obj = event["object"]
             version = obj["metadata"]["resourceVersion"]
             name = obj["metadata"]["name"]
@@ -227,9 +253,13 @@ def verify_secrets(core: k8s.CoreV1Api, namespace: str, count: int) -> None:
     found: dict[str, dict[str, str]] = {}
     token = None
     while True:
-        page = core.list_namespaced_secret(namespace, label_selector="managedsecrets.io/managed=true", limit=500, _continue=token)
+        page = core.list_namespaced_secret(
+            namespace, label_selector="managedsecrets.io/managed=true", limit=500, _continue=token
+        )
         for secret in page.items:
-            found[secret.metadata.name] = {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+            found[secret.metadata.name] = {
+                k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()
+            }
         token = page.metadata._continue  # noqa: SLF001
         if not token:
             break
@@ -244,23 +274,40 @@ def verify_secrets(core: k8s.CoreV1Api, namespace: str, count: int) -> None:
 def raw_floor(core: k8s.CoreV1Api, namespace: str, count: int) -> float:
     core.create_namespace({"metadata": {"name": namespace}})
     started = time.monotonic()
-    parallel(lambda i: core.create_namespaced_secret(namespace, {"metadata": {"name": f"s-{i}"}, "stringData": expected_data(i)}), count)
+    parallel(
+        lambda i: core.create_namespaced_secret(
+            namespace, {"metadata": {"name": f"s-{i}"}, "stringData": expected_data(i)}
+        ),
+        count,
+    )
     return time.monotonic() - started
 
 
 def manifest(namespace: str, index: int) -> dict[str, Any]:
     path = f"bench/p{index % PATHS}"
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ManagedSecret",
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ManagedSecret",
         "metadata": {"name": f"ms-{index}", "namespace": namespace},
         "spec": {
-            "backendRef": {"name": "vault"}, "refreshInterval": REFRESH,
-            "data": [{"secretKey": f"k{j}", "remoteRef": {"key": path, "property": f"k{j}"}} for j in range(3)],
+            "backendRef": {"name": "vault"},
+            "refreshInterval": REFRESH,
+            "data": [
+                {"secretKey": f"k{j}", "remoteRef": {"key": path, "property": f"k{j}"}} for j in range(3)
+            ],
         },
     }
 
 
-def run_size(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, count: int, workdir: Path, rotations: int, unrelated: int) -> dict[str, Any]:
+def run_size(
+    cp: ControlPlane,
+    bao: OpenBao,
+    api: k8s.ApiClient,
+    count: int,
+    workdir: Path,
+    rotations: int,
+    unrelated: int,
+) -> dict[str, Any]:
     core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
     result: dict[str, Any] = {"n": count}
     log(f"N={count}: raw floor (plain client, {CLIENT_THREADS} threads, {count} Secrets)")
@@ -278,22 +325,48 @@ def run_size(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, count: int, wor
 
 def create_backend(core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, bao: OpenBao, namespace: str) -> None:
     core.create_namespace({"metadata": {"name": namespace}})
-    core.create_namespaced_secret(namespace, {"metadata": {"name": "vault-token"}, "stringData": {"token": bao.root_token}})
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "secretbackends", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SecretBackend", "metadata": {"name": "vault"},
-        "spec": {"vault": {"server": bao.addr, "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}}}},
-    })
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "vault-token"}, "stringData": {"token": bao.root_token}}
+    )
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "secretbackends",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SecretBackend",
+            "metadata": {"name": "vault"},
+            "spec": {
+                "vault": {
+                    "server": bao.addr,
+                    "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
+                }
+            },
+        },
+    )
 
 
-def existing_start(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: OperatorProcess, count: int,
-                   result: dict[str, Any]) -> None:
+def existing_start(
+    cp: ControlPlane,
+    bao: OpenBao,
+    api: k8s.ApiClient,
+    operator: OperatorProcess,
+    count: int,
+    result: dict[str, Any],
+) -> None:
     """Input floor (creating N ManagedSecrets, no operator), then the operator's start with all N waiting."""
     core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
     namespace = f"start-{count}"
     create_backend(core, custom, bao, namespace)
     log(f"N={count}: input floor (plain client creates {count} ManagedSecrets, no operator running)")
     started = time.monotonic()
-    parallel(lambda i: custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", manifest(namespace, i)), count)
+    parallel(
+        lambda i: custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "managedsecrets", manifest(namespace, i)
+        ),
+        count,
+    )
     result["input_floor_s"] = time.monotonic() - started
     log(f"N={count}: operator start with {count} ManagedSecrets waiting")
     tracker = ReadyTracker(api, namespace, count)
@@ -303,17 +376,33 @@ def existing_start(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator:
     done_at = tracker.wait(600)
     verify_secrets(core, namespace, count)
     elapsed = done_at - started
-    result["existing_start"] = {"seconds": elapsed, "per_second": count / elapsed, "ratio_to_floor": elapsed / result["raw_floor_s"],
-                                "cpu_by_process_s": meter.used(), **writes(operator.metrics())}
+    result["existing_start"] = {
+        "seconds": elapsed,
+        "per_second": count / elapsed,
+        "ratio_to_floor": elapsed / result["raw_floor_s"],
+        "cpu_by_process_s": meter.used(),
+        **writes(operator.metrics()),
+    }
     operator.stop()
     core.delete_namespace(namespace)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and any(ns.metadata.name == namespace for ns in core.list_namespace().items):
+    while time.monotonic() < deadline and any(
+        ns.metadata.name == namespace for ns in core.list_namespace().items
+    ):
         time.sleep(1)  # gone before the next phase, so its deletion does not compete for CPU
 
 
-def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: OperatorProcess, namespace: str,
-            count: int, rotations: int, unrelated: int, result: dict[str, Any]) -> dict[str, Any]:
+def measure(
+    cp: ControlPlane,
+    bao: OpenBao,
+    api: k8s.ApiClient,
+    operator: OperatorProcess,
+    namespace: str,
+    count: int,
+    rotations: int,
+    unrelated: int,
+    result: dict[str, Any],
+) -> dict[str, Any]:
     core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
     time.sleep(1)
     result["idle_rss_mib"] = operator.rss_mib()[0]
@@ -325,11 +414,31 @@ def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: Operat
     profiler = None
     if PROFILE_DIR is not None:
         assert operator.proc is not None
-        profiler = subprocess.Popen(["py-spy", "record", "--gil", "--format", "raw", "--rate", "100", "--pid", str(operator.proc.pid),
-                                     "-o", str(PROFILE_DIR / f"cold-{count}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        profiler = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--gil",
+                "--format",
+                "raw",
+                "--rate",
+                "100",
+                "--pid",
+                str(operator.proc.pid),
+                "-o",
+                str(PROFILE_DIR / f"cold-{count}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(1)
     started = time.monotonic()
-    parallel(lambda i: custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", manifest(namespace, i)), count)
+    parallel(
+        lambda i: custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "managedsecrets", manifest(namespace, i)
+        ),
+        count,
+    )
     created = time.monotonic() - started
     done_at = tracker.wait(600)
     cold = done_at - started
@@ -337,10 +446,16 @@ def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: Operat
         profiler.send_signal(2)
         profiler.wait(30)
     verify_secrets(core, namespace, count)
-    result["cold"] = {"seconds": cold, "create_calls_s": created, "per_second": count / cold,
-                      "ratio_to_floor": cold / result["raw_floor_s"],
-                      "ratio_to_input_floor": cold / result["input_floor_s"], "cpu_by_process_s": meter.used(), "cpu_s": operator.cpu_seconds() - cpu0,
-                      **delta(writes(operator.metrics()), before)}
+    result["cold"] = {
+        "seconds": cold,
+        "create_calls_s": created,
+        "per_second": count / cold,
+        "ratio_to_floor": cold / result["raw_floor_s"],
+        "ratio_to_input_floor": cold / result["input_floor_s"],
+        "cpu_by_process_s": meter.used(),
+        "cpu_s": operator.cpu_seconds() - cpu0,
+        **delta(writes(operator.metrics()), before),
+    }
     result["rss_after_cold_mib"], result["peak_rss_mib"] = operator.rss_mib()
 
     log(f"N={count}: operator restart with everything in sync")
@@ -353,8 +468,12 @@ def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: Operat
     while writes(operator.metrics())["syncs_ok"] - before["syncs_ok"] < count and time.monotonic() < deadline:
         time.sleep(0.5)
     time.sleep(1)
-    result["steady"] = {"seconds": time.monotonic() - started, "cpu_s": operator.cpu_seconds() - cpu0,
-                        "distinct_keys": PATHS, **delta(writes(operator.metrics()), before)}
+    result["steady"] = {
+        "seconds": time.monotonic() - started,
+        "cpu_s": operator.cpu_seconds() - cpu0,
+        "distinct_keys": PATHS,
+        **delta(writes(operator.metrics()), before),
+    }
 
     log(f"N={count}: rotation latency with force-sync ({rotations} rotations)")
     result["rotation"] = rotation_latency(bao, core, custom, namespace, rotations)
@@ -364,7 +483,12 @@ def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: Operat
         noise = "unrelated"
         core.create_namespace({"metadata": {"name": noise}})
         blob = base64.b64encode(os.urandom(10 * 1024 * 3 // 4)).decode()
-        parallel(lambda i: core.create_namespaced_secret(noise, {"metadata": {"name": f"u-{i}"}, "data": {"blob": blob}}), unrelated)
+        parallel(
+            lambda i: core.create_namespaced_secret(
+                noise, {"metadata": {"name": f"u-{i}"}, "data": {"blob": blob}}
+            ),
+            unrelated,
+        )
         result["restart_with_unrelated"] = restart(operator, count)
         result["rss_with_unrelated_mib"] = operator.rss_mib()[0]
         result["unrelated_delta_mib"] = result["rss_with_unrelated_mib"] - result["rss_after_restart_mib"]
@@ -375,7 +499,9 @@ def measure(cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, operator: Operat
         except k8s.ApiException:
             continue
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and any(ns.metadata.name in (namespace, f"floor-{count}", "unrelated") for ns in core.list_namespace().items):
+    while time.monotonic() < deadline and any(
+        ns.metadata.name in (namespace, f"floor-{count}", "unrelated") for ns in core.list_namespace().items
+    ):
         time.sleep(1)
     return result
 
@@ -394,25 +520,49 @@ def restart(operator: OperatorProcess, count: int) -> dict[str, float]:
     return {"seconds": elapsed, "cpu_s": operator.cpu_seconds() - cpu0, **writes(operator.metrics())}
 
 
-def rotation_latency(bao: OpenBao, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, namespace: str, rotations: int) -> dict[str, float]:
+def rotation_latency(
+    bao: OpenBao, core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, namespace: str, rotations: int
+) -> dict[str, float]:
     kv = bao.client().secrets.kv.v2
     kv.create_or_update_secret(path="bench/rot", secret={"v": "0"}, mount_point="secret")
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ManagedSecret", "metadata": {"name": "rot"},
-        "spec": {"backendRef": {"name": "vault"}, "refreshInterval": "1h", "data": [{"secretKey": "v", "remoteRef": {"key": "bench/rot", "property": "v"}}]},
-    })
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "managedsecrets",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ManagedSecret",
+            "metadata": {"name": "rot"},
+            "spec": {
+                "backendRef": {"name": "vault"},
+                "refreshInterval": "1h",
+                "data": [{"secretKey": "v", "remoteRef": {"key": "bench/rot", "property": "v"}}],
+            },
+        },
+    )
     wait_value(core, namespace, "0", 30)
     samples = []
     for i in range(1, rotations + 1):
         kv.create_or_update_secret(path="bench/rot", secret={"v": str(i)}, mount_point="secret")
         started = time.monotonic()
-        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", "rot",
-                                             {"metadata": {"annotations": {"managedsecrets.io/force-sync": str(i)}}})
+        custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            "managedsecrets",
+            "rot",
+            {"metadata": {"annotations": {"managedsecrets.io/force-sync": str(i)}}},
+        )
         wait_value(core, namespace, str(i), 30)
         samples.append(time.monotonic() - started)
     samples.sort()
-    return {"count": len(samples), "p50_s": statistics.median(samples),
-            "p99_s": samples[min(len(samples) - 1, int(len(samples) * 0.99))], "max_s": samples[-1]}
+    return {
+        "count": len(samples),
+        "p50_s": statistics.median(samples),
+        "p99_s": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+        "max_s": samples[-1],
+    }
 
 
 def wait_value(core: k8s.CoreV1Api, namespace: str, value: str, timeout: float) -> None:
@@ -432,20 +582,49 @@ def wait_value(core: k8s.CoreV1Api, namespace: str, value: str, timeout: float) 
 
 
 def table(results: Iterable[dict[str, Any]]) -> str:
-    rows = [("N", "raw floor", "input floor", "start, N waiting", "x floor", "cold sync (created at once)", "obj/s", "x floor", "x input floor", "restart", "restart writes", "steady writes (secret/status)",
-             "steady provider keys", "steady CPU s", "rotation p50/p99", "RSS MiB", "+10k unrelated")]
+    rows = [
+        (
+            "N",
+            "raw floor",
+            "input floor",
+            "start, N waiting",
+            "x floor",
+            "cold sync (created at once)",
+            "obj/s",
+            "x floor",
+            "x input floor",
+            "restart",
+            "restart writes",
+            "steady writes (secret/status)",
+            "steady provider keys",
+            "steady CPU s",
+            "rotation p50/p99",
+            "RSS MiB",
+            "+10k unrelated",
+        )
+    ]
     for r in results:
-        rows.append((
-            str(r["n"]), f"{r['raw_floor_s']:.1f}s", f"{r['input_floor_s']:.1f}s",
-            f"{r['existing_start']['seconds']:.1f}s", f"{r['existing_start']['ratio_to_floor']:.2f}", f"{r['cold']['seconds']:.1f}s",
-            f"{r['cold']['per_second']:.0f}", f"{r['cold']['ratio_to_floor']:.2f}", f"{r['cold']['ratio_to_input_floor']:.2f}", f"{r['restart']['seconds']:.1f}s",
-            f"{r['restart']['secret']:.0f}/{r['restart']['status']:.0f}",
-            f"{r['steady']['secret']:.0f}/{r['steady']['status']:.0f}",
-            f"{r['steady']['provider_keys']:.0f} (distinct {r['steady']['distinct_keys']})", f"{r['steady']['cpu_s']:.1f}",
-            f"{r['rotation']['p50_s'] * 1000:.0f}/{r['rotation']['p99_s'] * 1000:.0f} ms",
-            f"{r['rss_after_restart_mib']:.0f} (peak {r['peak_rss_mib']:.0f})",
-            f"{r['unrelated_delta_mib']:+.1f} MiB" if "unrelated_delta_mib" in r else "-",
-        ))
+        rows.append(
+            (
+                str(r["n"]),
+                f"{r['raw_floor_s']:.1f}s",
+                f"{r['input_floor_s']:.1f}s",
+                f"{r['existing_start']['seconds']:.1f}s",
+                f"{r['existing_start']['ratio_to_floor']:.2f}",
+                f"{r['cold']['seconds']:.1f}s",
+                f"{r['cold']['per_second']:.0f}",
+                f"{r['cold']['ratio_to_floor']:.2f}",
+                f"{r['cold']['ratio_to_input_floor']:.2f}",
+                f"{r['restart']['seconds']:.1f}s",
+                f"{r['restart']['secret']:.0f}/{r['restart']['status']:.0f}",
+                f"{r['steady']['secret']:.0f}/{r['steady']['status']:.0f}",
+                f"{r['steady']['provider_keys']:.0f} (distinct {r['steady']['distinct_keys']})",
+                f"{r['steady']['cpu_s']:.1f}",
+                f"{r['rotation']['p50_s'] * 1000:.0f}/{r['rotation']['p99_s'] * 1000:.0f} ms",
+                f"{r['rss_after_restart_mib']:.0f} (peak {r['peak_rss_mib']:.0f})",
+                f"{r['unrelated_delta_mib']:+.1f} MiB" if "unrelated_delta_mib" in r else "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-|-".join("-" * width for width in widths))
@@ -456,7 +635,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="500,2000")
     parser.add_argument("--rotations", type=int, default=50)
-    parser.add_argument("--unrelated", type=int, default=10000, help="unrelated Secrets for the memory test (at the largest N)")
+    parser.add_argument(
+        "--unrelated",
+        type=int,
+        default=10000,
+        help="unrelated Secrets for the memory test (at the largest N)",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--profile", help="folder for py-spy profiles of the operator during cold sync")
     args = parser.parse_args()
@@ -476,13 +660,28 @@ def main() -> int:
         api = k8s.ApiClient(configuration)
         kv = bao.client().secrets.kv.v2
         for p in range(PATHS):
-            kv.create_or_update_secret(path=f"bench/p{p}", secret={f"k{j}": f"value-{p}-{j}" for j in range(3)}, mount_point="secret")
+            kv.create_or_update_secret(
+                path=f"bench/p{p}", secret={f"k{j}": f"value-{p}-{j}" for j in range(3)}, mount_point="secret"
+            )
         for count in sizes:
-            results.append(run_size(cp, bao, api, count, Path(cp.workdir), args.rotations,
-                                    args.unrelated if count == max(sizes) else 0))
+            results.append(
+                run_size(
+                    cp,
+                    bao,
+                    api,
+                    count,
+                    Path(cp.workdir),
+                    args.rotations,
+                    args.unrelated if count == max(sizes) else 0,
+                )
+            )
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "kube_apiserver": "v1.36.3 (local, etcd --unsafe-no-fsync)",
         "results": results,
     }

@@ -34,7 +34,9 @@ def masked(value: str) -> str:
 def show_secret(cp: ControlPlane, name: str) -> dict[str, str]:
     secret = json.loads(cp.kubectl("-n", NAMESPACE, "get", "secret", name, "-o", "json").stdout)
     data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-    print(f"Secret {NAMESPACE}/{name} (type {secret['type']}, resourceVersion {secret['metadata']['resourceVersion']}):")
+    print(
+        f"Secret {NAMESPACE}/{name} (type {secret['type']}, resourceVersion {secret['metadata']['resourceVersion']}):"
+    )
     for key, value in sorted(data.items()):
         print(f"  {key}: {masked(value)}")
     return data
@@ -117,7 +119,15 @@ def run_demo(cp: ControlPlane, bao: OpenBao) -> int:
     bao.client().secrets.kv.v2.create_or_update_secret(
         path="app/db", secret={"username": "app", "password": "second-password"}, mount_point="secret"
     )
-    cp.kubectl("-n", NAMESPACE, "annotate", "managedsecret", "app-db", f"managedsecrets.io/force-sync={time.time_ns()}", "--overwrite")
+    cp.kubectl(
+        "-n",
+        NAMESPACE,
+        "annotate",
+        "managedsecret",
+        "app-db",
+        f"managedsecrets.io/force-sync={time.time_ns()}",
+        "--overwrite",
+    )
     print("annotated the ManagedSecret with managedsecrets.io/force-sync (else it refreshes within 30s)")
     wait("the rotated value", lambda: (secret_data(cp, "app-db") or {}).get("password") == "second-password")
     step("The Secret now holds the new value")

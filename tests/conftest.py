@@ -103,7 +103,13 @@ def vault_backend(openbao: OpenBao, kube: Kube, namespace: str) -> str:
     kube.create_backend(
         namespace,
         "vault",
-        {"vault": {"server": openbao.addr, "path": "secret", "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}}}},
+        {
+            "vault": {
+                "server": openbao.addr,
+                "path": "secret",
+                "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
+            }
+        },
     )
     return "vault"
 
@@ -119,7 +125,7 @@ class DebugLogCapture(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.lines.append(self.format(record))
-        except Exception:  # noqa: BLE001 - a log capture must never break the code under test
+        except Exception:
             self.lines.append(f"unformattable record from {record.name}")
 
     def text(self) -> str:

@@ -15,7 +15,9 @@ VERSION = "v1alpha1"
 T = TypeVar("T")
 
 
-def wait_for(check: Callable[[], T | None], timeout: float = 30, interval: float = 0.1, what: str = "condition") -> T:
+def wait_for(
+    check: Callable[[], T | None], timeout: float = 30, interval: float = 0.1, what: str = "condition"
+) -> T:
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -34,7 +36,9 @@ class Kube:
         self.apps = k8s.AppsV1Api(api)
 
     # -- custom resources ----------------------------------------------------------------------------------
-    def create_ms(self, namespace: str, name: str, spec: Mapping[str, Any], annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def create_ms(
+        self, namespace: str, name: str, spec: Mapping[str, Any], annotations: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ManagedSecret",
@@ -47,20 +51,36 @@ class Kube:
         return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", name)  # type: ignore[no-any-return]
 
     def patch_ms(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", name, dict(patch))  # type: ignore[no-any-return]
+        return self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "managedsecrets", name, dict(patch)
+        )  # type: ignore[no-any-return]
 
     def delete_ms(self, namespace: str, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", name)
 
     def force_sync(self, namespace: str, name: str) -> None:
-        self.patch_ms(namespace, name, {"metadata": {"annotations": {"managedsecrets.io/force-sync": str(time.time_ns())}}})
+        self.patch_ms(
+            namespace,
+            name,
+            {"metadata": {"annotations": {"managedsecrets.io/force-sync": str(time.time_ns())}}},
+        )
 
     def create_backend(self, namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SecretBackend", "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "SecretBackend",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": dict(spec),
+        }
         return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "secretbackends", body)  # type: ignore[no-any-return]
 
     def create_cluster_backend(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterSecretBackend", "metadata": {"name": name}, "spec": dict(spec)}
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ClusterSecretBackend",
+            "metadata": {"name": name},
+            "spec": dict(spec),
+        }
         return self.custom.create_cluster_custom_object(GROUP, VERSION, "clustersecretbackends", body)  # type: ignore[no-any-return]
 
     def delete_cluster_backend(self, name: str) -> None:
@@ -75,7 +95,9 @@ class Kube:
         status = self.get_ms(namespace, name).get("status") or {}
         return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
 
-    def wait_ready(self, namespace: str, name: str, status: str = "True", reason: str | None = None, timeout: float = 30) -> dict[str, Any]:
+    def wait_ready(
+        self, namespace: str, name: str, status: str = "True", reason: str | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
             cond = self.ready(namespace, name)
             if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
@@ -85,7 +107,14 @@ class Kube:
         return wait_for(check, timeout, what=f"{namespace}/{name} Ready={status} reason={reason}")
 
     # -- secrets -----------------------------------------------------------------------------------------------
-    def create_secret(self, namespace: str, name: str, data: Mapping[str, str], labels: Mapping[str, str] | None = None, type_: str = "Opaque") -> None:
+    def create_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        labels: Mapping[str, str] | None = None,
+        type_: str = "Opaque",
+    ) -> None:
         body = k8s.V1Secret(
             metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels or {})),
             string_data=dict(data),
@@ -107,9 +136,11 @@ class Kube:
             return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def wait_secret_data(self, namespace: str, name: str, expected: Mapping[str, str], timeout: float = 30) -> dict[str, str]:
+    def wait_secret_data(
+        self, namespace: str, name: str, expected: Mapping[str, str], timeout: float = 30
+    ) -> dict[str, str]:
         return wait_for(
-            lambda: (data if (data := self.secret_data(namespace, name)) == dict(expected) else None),
+            lambda: data if (data := self.secret_data(namespace, name)) == dict(expected) else None,
             timeout,
             what=f"Secret {namespace}/{name} to hold keys {sorted(expected)}",
         )

@@ -24,7 +24,10 @@ def synced(kube: Kube, openbao: OpenBao, namespace: str, **spec_extra: Any) -> s
     spec: dict[str, Any] = {
         "backendRef": {"name": "vault"},
         "refreshInterval": "1h",
-        "data": [{"secretKey": "user", "remoteRef": {"key": f"{namespace}/app", "property": "user"}}, {"secretKey": "pass", "remoteRef": {"key": f"{namespace}/app", "property": "pass"}}],
+        "data": [
+            {"secretKey": "user", "remoteRef": {"key": f"{namespace}/app", "property": "user"}},
+            {"secretKey": "pass", "remoteRef": {"key": f"{namespace}/app", "property": "pass"}},
+        ],
     }
     spec.update(spec_extra)
     kube.create_ms(namespace, "app", spec)
@@ -40,9 +43,13 @@ def assert_unchanged(kube: Kube, namespace: str, version: str) -> None:
     assert kube.secret_data(namespace, "app") == {"user": "u", "pass": "p1"}
 
 
-def test_remote_key_missing_then_back(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_remote_key_missing_then_back(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     version = synced(kube, openbao, namespace)
-    openbao.client().secrets.kv.v2.delete_metadata_and_all_versions(path=f"{namespace}/app", mount_point="secret")
+    openbao.client().secrets.kv.v2.delete_metadata_and_all_versions(
+        path=f"{namespace}/app", mount_point="secret"
+    )
     kube.force_sync(namespace, "app")
     cond = kube.wait_ready(namespace, "app", "False", "RemoteKeyNotFound")
     assert f"{namespace}/app" in cond["message"]
@@ -52,15 +59,21 @@ def test_remote_key_missing_then_back(operator: OperatorRunner, openbao: OpenBao
     kube.wait_secret_data(namespace, "app", {"user": "u", "pass": "p2"})
 
 
-def test_deleted_newest_version_keeps_the_secret(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_deleted_newest_version_keeps_the_secret(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     version = synced(kube, openbao, namespace)
-    openbao.client().secrets.kv.v2.delete_latest_version_of_secret(path=f"{namespace}/app", mount_point="secret")
+    openbao.client().secrets.kv.v2.delete_latest_version_of_secret(
+        path=f"{namespace}/app", mount_point="secret"
+    )
     kube.force_sync(namespace, "app")
     kube.wait_ready(namespace, "app", "False", "RemoteKeyNotFound")
     assert_unchanged(kube, namespace, version)
 
 
-def test_property_missing(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_property_missing(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     version = synced(kube, openbao, namespace)
     put(openbao, f"{namespace}/app", {"user": "u2"})
     kube.force_sync(namespace, "app")
@@ -72,9 +85,13 @@ def test_property_missing(operator: OperatorRunner, openbao: OpenBao, kube: Kube
     kube.wait_ready(namespace, "app", "True", timeout=20)
 
 
-def test_template_error(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_template_error(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     version = synced(kube, openbao, namespace)
-    kube.patch_ms(namespace, "app", {"spec": {"target": {"template": {"data": {"url": "{{ user }}:{{ nope }}"}}}}})
+    kube.patch_ms(
+        namespace, "app", {"spec": {"target": {"template": {"data": {"url": "{{ user }}:{{ nope }}"}}}}}
+    )
     cond = kube.wait_ready(namespace, "app", "False", "TemplateError")
     assert "nope" in cond["message"]
     assert_unchanged(kube, namespace, version)
@@ -82,11 +99,20 @@ def test_template_error(operator: OperatorRunner, openbao: OpenBao, kube: Kube, 
     assert ms["status"]["observedGeneration"] == ms["metadata"]["generation"]
 
 
-def test_auth_failed_then_fixed(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_auth_failed_then_fixed(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     version = synced(kube, openbao, namespace)
     kube.core.patch_namespaced_secret("vault-token", namespace, {"stringData": {"token": "wrong-token"}})
     # A new backend generation makes the operator build a new client, which reads the bad token.
-    kube.custom.patch_namespaced_custom_object("managedsecrets.io", "v1alpha1", namespace, "secretbackends", "vault", {"spec": {"vault": {"path": "secret/"}}})
+    kube.custom.patch_namespaced_custom_object(
+        "managedsecrets.io",
+        "v1alpha1",
+        namespace,
+        "secretbackends",
+        "vault",
+        {"spec": {"vault": {"path": "secret/"}}},
+    )
     cond = kube.wait_ready(namespace, "app", "False", "AuthFailed")
     assert "wrong-token" not in cond["message"]
     assert_unchanged(kube, namespace, version)
@@ -94,25 +120,51 @@ def test_auth_failed_then_fixed(operator: OperatorRunner, openbao: OpenBao, kube
     kube.wait_ready(namespace, "app", "True", timeout=20)
 
 
-def test_backend_not_found_then_created(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str) -> None:
+def test_backend_not_found_then_created(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str
+) -> None:
     put(openbao, f"{namespace}/app", {"user": "u", "pass": "p1"})
-    kube.create_ms(namespace, "app", {"backendRef": {"name": "later"}, "data": [{"secretKey": "user", "remoteRef": {"key": f"{namespace}/app", "property": "user"}}]})
+    kube.create_ms(
+        namespace,
+        "app",
+        {
+            "backendRef": {"name": "later"},
+            "data": [{"secretKey": "user", "remoteRef": {"key": f"{namespace}/app", "property": "user"}}],
+        },
+    )
     cond = kube.wait_ready(namespace, "app", "False", "BackendNotFound")
     assert "later" in cond["message"]
     kube.create_secret(namespace, "tok", {"token": openbao.root_token})
-    kube.create_backend(namespace, "later", {"vault": {"server": openbao.addr, "auth": {"token": {"secretRef": {"name": "tok", "key": "token"}}}}})
+    kube.create_backend(
+        namespace,
+        "later",
+        {
+            "vault": {
+                "server": openbao.addr,
+                "auth": {"token": {"secretRef": {"name": "tok", "key": "token"}}},
+            }
+        },
+    )
     kube.wait_secret_data(namespace, "app", {"user": "u"}, timeout=20)
 
 
-def test_invalid_extracted_key_name_is_invalid_spec(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_invalid_extracted_key_name_is_invalid_spec(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     put(openbao, f"{namespace}/bad", {"not a valid key": "x"})
-    kube.create_ms(namespace, "app", {"backendRef": {"name": "vault"}, "dataFrom": [{"extract": {"key": f"{namespace}/bad"}}]})
+    kube.create_ms(
+        namespace,
+        "app",
+        {"backendRef": {"name": "vault"}, "dataFrom": [{"extract": {"key": f"{namespace}/bad"}}]},
+    )
     cond = kube.wait_ready(namespace, "app", "False", "InvalidSpec")
     assert "not a valid key" in cond["message"]
     assert kube.secret(namespace, "app") is None
 
 
-def test_backend_down_then_back(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_backend_down_then_back(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     version = synced(kube, openbao, namespace)
     openbao.stop()
     try:
@@ -128,27 +180,52 @@ def test_backend_down_then_back(operator: OperatorRunner, openbao: OpenBao, kube
     assert_unchanged(kube, namespace, version)  # same data: healed without a write
 
 
-def test_cluster_backend_admits_only_listed_namespaces(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str) -> None:
+def test_cluster_backend_admits_only_listed_namespaces(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str
+) -> None:
     name = f"shared-{namespace}"
     kube.create_secret(namespace, "tok", {"token": openbao.root_token})
     kube.create_cluster_backend(
         name,
         {
-            "vault": {"server": openbao.addr, "auth": {"token": {"secretRef": {"name": "tok", "key": "token", "namespace": namespace}}}},
-            "conditions": [{"namespaces": ["somewhere-else"]}, {"namespaceSelector": {"matchLabels": {"team": "blue"}}, "remoteKeys": ["{namespace}/allowed/*"]}],
+            "vault": {
+                "server": openbao.addr,
+                "auth": {"token": {"secretRef": {"name": "tok", "key": "token", "namespace": namespace}}},
+            },
+            "conditions": [
+                {"namespaces": ["somewhere-else"]},
+                {
+                    "namespaceSelector": {"matchLabels": {"team": "blue"}},
+                    "remoteKeys": ["{namespace}/allowed/*"],
+                },
+            ],
         },
     )
     try:
         put(openbao, f"{namespace}/allowed/a", {"v": "1"})
         put(openbao, f"{namespace}/other", {"v": "2"})
         ref = {"name": name, "kind": "ClusterSecretBackend"}
-        kube.create_ms(namespace, "a", {"backendRef": ref, "data": [{"secretKey": "v", "remoteRef": {"key": f"{namespace}/allowed/a", "property": "v"}}]})
+        kube.create_ms(
+            namespace,
+            "a",
+            {
+                "backendRef": ref,
+                "data": [{"secretKey": "v", "remoteRef": {"key": f"{namespace}/allowed/a", "property": "v"}}],
+            },
+        )
         cond = kube.wait_ready(namespace, "a", "False", "BackendNotAllowed")
         assert namespace in cond["message"]
         assert kube.secret(namespace, "a") is None
         kube.core.patch_namespace(namespace, {"metadata": {"labels": {"team": "blue"}}})
         kube.wait_secret_data(namespace, "a", {"v": "1"}, timeout=30)
-        kube.create_ms(namespace, "b", {"backendRef": ref, "data": [{"secretKey": "v", "remoteRef": {"key": f"{namespace}/other", "property": "v"}}]})
+        kube.create_ms(
+            namespace,
+            "b",
+            {
+                "backendRef": ref,
+                "data": [{"secretKey": "v", "remoteRef": {"key": f"{namespace}/other", "property": "v"}}],
+            },
+        )
         cond = kube.wait_ready(namespace, "b", "False", "KeyNotAllowed")
         assert f"{namespace}/other" in cond["message"]
         assert kube.secret(namespace, "b") is None
@@ -156,12 +233,21 @@ def test_cluster_backend_admits_only_listed_namespaces(operator: OperatorRunner,
         kube.delete_cluster_backend(name)
 
 
-def test_secret_backend_of_another_namespace_cannot_be_used(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_secret_backend_of_another_namespace_cannot_be_used(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     other = f"{namespace}-x"[:60]
     kube.core.create_namespace({"metadata": {"name": other}})
     try:
         put(openbao, f"{namespace}/app", {"user": "u"})
-        kube.create_ms(other, "app", {"backendRef": {"name": "vault"}, "data": [{"secretKey": "user", "remoteRef": {"key": f"{namespace}/app", "property": "user"}}]})
+        kube.create_ms(
+            other,
+            "app",
+            {
+                "backendRef": {"name": "vault"},
+                "data": [{"secretKey": "user", "remoteRef": {"key": f"{namespace}/app", "property": "user"}}],
+            },
+        )
         cond = kube.wait_ready(other, "app", "False", "BackendNotFound")
         assert f"{other}/vault" in cond["message"]
         assert kube.secret(other, "app") is None

@@ -27,7 +27,14 @@ def test_encodings_find_base64_inside_a_blob() -> None:
         assert any(form in blob for form in encodings(canary)[1:])
 
 
-def test_canary_never_leaks(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str, debug_log: DebugLogCapture) -> None:
+def test_canary_never_leaks(
+    operator: OperatorRunner,
+    openbao: OpenBao,
+    kube: Kube,
+    namespace: str,
+    vault_backend: str,
+    debug_log: DebugLogCapture,
+) -> None:
     canary = "canary-" + secrets.token_hex(12)
     client = openbao.client()
 
@@ -36,13 +43,53 @@ def test_canary_never_leaks(operator: OperatorRunner, openbao: OpenBao, kube: Ku
 
     put(f"{namespace}/c", {"password": canary, "json": json.dumps({"inner": canary})})
     key = f"{namespace}/c"
-    kube.create_ms(namespace, "plain", {"backendRef": {"name": "vault"}, "data": [{"secretKey": "password", "remoteRef": {"key": key, "property": "password"}}]})
-    kube.create_ms(namespace, "extract", {"backendRef": {"name": "vault"}, "dataFrom": [{"extract": {"key": key}}]})
-    kube.create_ms(namespace, "tmpl", {"backendRef": {"name": "vault"}, "dataFrom": [{"extract": {"key": key}}], "target": {"template": {"data": {"out": "x{{ password }}x"}}}})
+    kube.create_ms(
+        namespace,
+        "plain",
+        {
+            "backendRef": {"name": "vault"},
+            "data": [{"secretKey": "password", "remoteRef": {"key": key, "property": "password"}}],
+        },
+    )
+    kube.create_ms(
+        namespace, "extract", {"backendRef": {"name": "vault"}, "dataFrom": [{"extract": {"key": key}}]}
+    )
+    kube.create_ms(
+        namespace,
+        "tmpl",
+        {
+            "backendRef": {"name": "vault"},
+            "dataFrom": [{"extract": {"key": key}}],
+            "target": {"template": {"data": {"out": "x{{ password }}x"}}},
+        },
+    )
     # Failures whose natural messages could quote the value:
-    kube.create_ms(namespace, "badprop", {"backendRef": {"name": "vault"}, "data": [{"secretKey": "x", "remoteRef": {"key": key, "property": "password.inner"}}]})
-    kube.create_ms(namespace, "badtmpl", {"backendRef": {"name": "vault"}, "dataFrom": [{"extract": {"key": key}}], "target": {"template": {"data": {"out": "{{ password | int + 'x' }}{{ password.nope }}"}}}})
-    kube.create_ms(namespace, "badjson", {"backendRef": {"name": "vault"}, "data": [{"secretKey": "x", "remoteRef": {"key": key, "property": "json"}}], "target": {"template": {"data": {"out": "{{ (x | fromjson).missing }}"}}}})
+    kube.create_ms(
+        namespace,
+        "badprop",
+        {
+            "backendRef": {"name": "vault"},
+            "data": [{"secretKey": "x", "remoteRef": {"key": key, "property": "password.inner"}}],
+        },
+    )
+    kube.create_ms(
+        namespace,
+        "badtmpl",
+        {
+            "backendRef": {"name": "vault"},
+            "dataFrom": [{"extract": {"key": key}}],
+            "target": {"template": {"data": {"out": "{{ password | int + 'x' }}{{ password.nope }}"}}},
+        },
+    )
+    kube.create_ms(
+        namespace,
+        "badjson",
+        {
+            "backendRef": {"name": "vault"},
+            "data": [{"secretKey": "x", "remoteRef": {"key": key, "property": "json"}}],
+            "target": {"template": {"data": {"out": "{{ (x | fromjson).missing }}"}}},
+        },
+    )
     for name in ("plain", "extract", "tmpl"):
         kube.wait_ready(namespace, name)
     assert kube.secret_data(namespace, "plain") == {"password": canary}

@@ -24,7 +24,6 @@ from harness.operator import OperatorRunner
 from kube import Kube, wait_for
 from leaks import assert_absent
 
-# ruff: noqa: PLR0917 - pytest passes fixtures as positional arguments
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
 
 ANNOTATION = "managedsecrets.io/restarted-for"

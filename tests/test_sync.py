@@ -30,9 +30,23 @@ def spec(key: str, **extra: Any) -> dict[str, Any]:
     return base
 
 
-def test_create_syncs_secret_with_keys_type_labels_and_owner(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_create_syncs_secret_with_keys_type_labels_and_owner(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     put(openbao, f"{namespace}/db", {"username": "app", "password": "s3cret"})
-    kube.create_ms(namespace, "db", spec(f"{namespace}/db", target={"name": "db-creds", "type": "kubernetes.io/basic-auth", "labels": {"team": "a"}, "annotations": {"note": "x"}}))
+    kube.create_ms(
+        namespace,
+        "db",
+        spec(
+            f"{namespace}/db",
+            target={
+                "name": "db-creds",
+                "type": "kubernetes.io/basic-auth",
+                "labels": {"team": "a"},
+                "annotations": {"note": "x"},
+            },
+        ),
+    )
     kube.wait_secret_data(namespace, "db-creds", {"username": "app", "password": "s3cret"})
     secret = kube.secret(namespace, "db-creds")
     assert secret is not None
@@ -51,7 +65,9 @@ def test_create_syncs_secret_with_keys_type_labels_and_owner(operator: OperatorR
     assert status["lastSyncTime"]
 
 
-def test_rotation_on_refresh_and_at_once_on_force_sync(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_rotation_on_refresh_and_at_once_on_force_sync(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     put(openbao, f"{namespace}/fast", {"username": "u", "password": "one"})
     put(openbao, f"{namespace}/slow", {"username": "u", "password": "one"})
     kube.create_ms(namespace, "fast", spec(f"{namespace}/fast", refreshInterval="2s"))
@@ -63,14 +79,18 @@ def test_rotation_on_refresh_and_at_once_on_force_sync(operator: OperatorRunner,
     put(openbao, f"{namespace}/slow", {"username": "u", "password": "two"})
     kube.wait_secret_data(namespace, "fast", {"username": "u", "password": "two"}, timeout=10)
     time.sleep(1)
-    assert kube.secret_data(namespace, "slow") == {"username": "u", "password": "one"}, "a 1h refresh must not fetch again"
+    assert kube.secret_data(namespace, "slow") == {"username": "u", "password": "one"}, (
+        "a 1h refresh must not fetch again"
+    )
     started = time.monotonic()
     kube.force_sync(namespace, "slow")
     kube.wait_secret_data(namespace, "slow", {"username": "u", "password": "two"}, timeout=10)
     assert time.monotonic() - started < 5
 
 
-def test_noop_refresh_writes_nothing(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_noop_refresh_writes_nothing(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     put(openbao, f"{namespace}/same", {"username": "u", "password": "p"})
     kube.create_ms(namespace, "same", spec(f"{namespace}/same", refreshInterval="1s"))
     kube.wait_ready(namespace, "same")
@@ -87,23 +107,42 @@ def test_noop_refresh_writes_nothing(operator: OperatorRunner, openbao: OpenBao,
     assert operator.secret_writes == writes
 
 
-def test_template_and_extract(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_template_and_extract(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     put(openbao, f"{namespace}/pg", {"host": "db.local", "port": 5432, "user": "app", "pass": "pw"})
-    kube.create_ms(namespace, "extract", {"backendRef": {"name": "vault"}, "dataFrom": [{"extract": {"key": f"{namespace}/pg"}}]})
-    kube.wait_secret_data(namespace, "extract", {"host": "db.local", "port": "5432", "user": "app", "pass": "pw"})
+    kube.create_ms(
+        namespace,
+        "extract",
+        {"backendRef": {"name": "vault"}, "dataFrom": [{"extract": {"key": f"{namespace}/pg"}}]},
+    )
+    kube.wait_secret_data(
+        namespace, "extract", {"host": "db.local", "port": "5432", "user": "app", "pass": "pw"}
+    )
     kube.create_ms(
         namespace,
         "templated",
         {
             "backendRef": {"name": "vault"},
             "dataFrom": [{"extract": {"key": f"{namespace}/pg"}}],
-            "target": {"template": {"data": {"DATABASE_URL": "postgres://{{ user }}:{{ values['pass'] }}@{{ host }}:{{ port }}/app", "auth": "{{ (user ~ ':' ~ pass) | b64encode }}"}}},
+            "target": {
+                "template": {
+                    "data": {
+                        "DATABASE_URL": "postgres://{{ user }}:{{ values['pass'] }}@{{ host }}:{{ port }}/app",
+                        "auth": "{{ (user ~ ':' ~ pass) | b64encode }}",
+                    }
+                }
+            },
         },
     )
-    kube.wait_secret_data(namespace, "templated", {"DATABASE_URL": "postgres://app:pw@db.local:5432/app", "auth": "YXBwOnB3"})
+    kube.wait_secret_data(
+        namespace, "templated", {"DATABASE_URL": "postgres://app:pw@db.local:5432/app", "auth": "YXBwOnB3"}
+    )
 
 
-def test_owner_policy_deletes_with_the_managed_secret(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_owner_policy_deletes_with_the_managed_secret(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     put(openbao, f"{namespace}/k", {"username": "u", "password": "p"})
     kube.create_ms(namespace, "owned", spec(f"{namespace}/k"))
     kube.wait_ready(namespace, "owned")
@@ -112,9 +151,15 @@ def test_owner_policy_deletes_with_the_managed_secret(operator: OperatorRunner, 
 
 
 @pytest.mark.parametrize("creation", ["Owner", "Orphan"])
-def test_retain_keeps_the_secret(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str, creation: str) -> None:
+def test_retain_keeps_the_secret(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str, creation: str
+) -> None:
     put(openbao, f"{namespace}/k", {"username": "u", "password": "p"})
-    kube.create_ms(namespace, "kept", spec(f"{namespace}/k", target={"creationPolicy": creation, "deletionPolicy": "Retain"}))
+    kube.create_ms(
+        namespace,
+        "kept",
+        spec(f"{namespace}/k", target={"creationPolicy": creation, "deletionPolicy": "Retain"}),
+    )
     kube.wait_ready(namespace, "kept")
     assert not kube.secret(namespace, "kept").metadata.owner_references
     kube.delete_ms(namespace, "kept")
@@ -126,12 +171,14 @@ def test_retain_keeps_the_secret(operator: OperatorRunner, openbao: OpenBao, kub
 def _gone(kube: Kube, namespace: str, name: str) -> bool:
     try:
         kube.get_ms(namespace, name)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return True
     return False
 
 
-def test_orphan_with_delete_policy_is_removed_by_the_finalizer(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_orphan_with_delete_policy_is_removed_by_the_finalizer(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     put(openbao, f"{namespace}/k", {"username": "u", "password": "p"})
     kube.create_ms(namespace, "orphan", spec(f"{namespace}/k", target={"creationPolicy": "Orphan"}))
     kube.wait_ready(namespace, "orphan")
@@ -142,24 +189,34 @@ def test_orphan_with_delete_policy_is_removed_by_the_finalizer(operator: Operato
     wait_for(lambda: _gone(kube, namespace, "orphan"), 15, what="ManagedSecret deletion")
 
 
-def test_merge_adds_keys_to_an_existing_secret_and_removes_them_on_delete(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_merge_adds_keys_to_an_existing_secret_and_removes_them_on_delete(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     kube.create_secret(namespace, "shared", {"mine": "hand-made"})
     put(openbao, f"{namespace}/k", {"username": "u", "password": "p"})
-    kube.create_ms(namespace, "merger", spec(f"{namespace}/k", target={"name": "shared", "creationPolicy": "Merge"}))
+    kube.create_ms(
+        namespace, "merger", spec(f"{namespace}/k", target={"name": "shared", "creationPolicy": "Merge"})
+    )
     kube.wait_secret_data(namespace, "shared", {"mine": "hand-made", "username": "u", "password": "p"})
     assert not kube.secret(namespace, "shared").metadata.owner_references
     kube.delete_ms(namespace, "merger")
     kube.wait_secret_data(namespace, "shared", {"mine": "hand-made"}, timeout=15)
 
 
-def test_merge_into_a_missing_secret_is_reported(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_merge_into_a_missing_secret_is_reported(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     put(openbao, f"{namespace}/k", {"username": "u", "password": "p"})
-    kube.create_ms(namespace, "merger", spec(f"{namespace}/k", target={"name": "absent", "creationPolicy": "Merge"}))
+    kube.create_ms(
+        namespace, "merger", spec(f"{namespace}/k", target={"name": "absent", "creationPolicy": "Merge"})
+    )
     cond = kube.wait_ready(namespace, "merger", "False", "TargetNotFound")
     assert "absent" in cond["message"]
 
 
-def test_existing_secret_is_never_overwritten(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str) -> None:
+def test_existing_secret_is_never_overwritten(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
+) -> None:
     kube.create_secret(namespace, "taken", {"password": "hand-made"})
     before = kube.secret(namespace, "taken").metadata.resource_version
     put(openbao, f"{namespace}/k", {"username": "u", "password": "p"})

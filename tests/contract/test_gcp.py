@@ -68,7 +68,7 @@ class SecretManagerRemote:
             client.disable_secret_version(request={"name": f"{self._parent(key)}/versions/{version}"})
 
     def expected(self, value: Value) -> bytes:
-        import json  # noqa: PLC0415
+        import json
 
         if isinstance(value, dict):
             return json.dumps(value).encode()

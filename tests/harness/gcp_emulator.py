@@ -310,8 +310,8 @@ class ServiceAccountKey:
 
 def new_service_account_key(project: str, name: str) -> ServiceAccountKey:
     """A fresh RSA service-account key in Google's JSON key format (never registered with Google)."""
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - harness-only import
-    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = key.private_bytes(
@@ -350,7 +350,7 @@ class GcpSecretManagerEmulator:
         require_auth: bool = True,
         start_timeout: float = 30.0,
     ) -> None:
-        from .controlplane import free_port  # noqa: PLC0415 - keeps the server part free of the harness
+        from .controlplane import free_port
 
         self.project = project
         self.port = port if port is not None else free_port()
@@ -383,7 +383,7 @@ class GcpSecretManagerEmulator:
         return self._server is not None and self._server.running
 
     def start(self) -> Self:
-        from .controlplane import HarnessError, ServerProcess, wait_until  # noqa: PLC0415
+        from .controlplane import HarnessError, ServerProcess, wait_until
 
         if self.running:
             raise HarnessError("emulator already running")
@@ -437,8 +437,8 @@ class GcpSecretManagerEmulator:
     @contextlib.contextmanager
     def client(self) -> Iterator[Any]:
         """A SecretManagerServiceClient on a plaintext channel, signed with the admin key."""
-        from google.cloud.secretmanager_v1 import SecretManagerServiceClient  # noqa: PLC0415
-        from google.cloud.secretmanager_v1.services.secret_manager_service.transports.grpc import (  # noqa: PLC0415
+        from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+        from google.cloud.secretmanager_v1.services.secret_manager_service.transports.grpc import (
             SecretManagerServiceGrpcTransport,
         )
 

@@ -377,10 +377,10 @@ def serve(config_path: str) -> None:
 
 def write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     """(ca.pem, server.pem, server-key.pem): a CA and a server certificate for 127.0.0.1 and localhost."""
-    from cryptography import x509  # noqa: PLC0415 - harness-only imports
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -455,7 +455,7 @@ class StaticTokenCredential:
         self._token = token
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken  # noqa: PLC0415
+        from azure.core.credentials import AccessToken
 
         return AccessToken(self._token, int(time.time()) + 3600)
 
@@ -480,7 +480,7 @@ class KeyVaultServer:
     """
 
     def __init__(self, *, port: int | None = None, start_timeout: float = 30.0) -> None:
-        from .controlplane import free_port  # noqa: PLC0415 - keeps the server part free of the harness
+        from .controlplane import free_port
 
         self.port = port if port is not None else free_port()
         self.url = f"https://127.0.0.1:{self.port}"
@@ -531,7 +531,7 @@ class KeyVaultServer:
         return self._server is not None and self._server.running
 
     def start(self) -> Self:
-        from .controlplane import HarnessError, ServerProcess, wait_until  # noqa: PLC0415
+        from .controlplane import HarnessError, ServerProcess, wait_until
 
         if self.running:
             raise HarnessError("key vault already running")
@@ -587,7 +587,7 @@ class KeyVaultServer:
 
     def client(self) -> Any:
         """An azure SecretClient for this vault with the static token, trusting the harness CA."""
-        from azure.keyvault.secrets import SecretClient  # noqa: PLC0415
+        from azure.keyvault.secrets import SecretClient
 
         return SecretClient(
             vault_url=self.vault_url,

@@ -76,7 +76,12 @@ def test_concurrent_askers_share_one_fetch() -> None:
     provider = CountingProvider(delay=0.2)
     provider.values["a"] = b"1"
     results: list[object] = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get_many("b", provider, [RemoteKey("a")], max_age=60))) for _ in range(20)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(cache.get_many("b", provider, [RemoteKey("a")], max_age=60))
+        )
+        for _ in range(20)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

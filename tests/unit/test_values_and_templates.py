@@ -36,11 +36,18 @@ def test_property_of_a_non_json_value() -> None:
 
 
 def test_extract_fields() -> None:
-    assert extract_fields(b'{"a": "1", "b": 2, "c": {"d": true}}', "k") == {"a": b"1", "b": b"2", "c": b'{"d":true}'}
+    assert extract_fields(b'{"a": "1", "b": 2, "c": {"d": true}}', "k") == {
+        "a": b"1",
+        "b": b"2",
+        "c": b'{"d":true}',
+    }
 
 
 def test_templates_render_values_and_filters() -> None:
-    out = render_templates({"url": "u={{ user }} p={{ values['pass-word'] }} {{ user | b64encode }}"}, {"user": b"app", "pass-word": b"pw"})
+    out = render_templates(
+        {"url": "u={{ user }} p={{ values['pass-word'] }} {{ user | b64encode }}"},
+        {"user": b"app", "pass-word": b"pw"},
+    )
     assert out == {"url": b"u=app p=pw YXBw"}
 
 
@@ -69,7 +76,10 @@ def test_sandbox_blocks_attribute_escapes() -> None:
         render_templates({"out": "{{ ''.__class__.__subclasses__() }}"}, {})
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("0", 0), ("30s", 30), ("1h", 3600), ("1h30m", 5400), ("1.5h", 5400), ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0), ("30s", 30), ("1h", 3600), ("1h30m", 5400), ("1.5h", 5400), ("250ms", 0.25)],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
 

@@ -30,13 +30,13 @@ class NoDiffBaseStorage(kopf.DiffBaseStorage):
     Measured: the copy and diff were the largest share of Kopf's CPU per event (bench/).
     """
 
-    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:  # noqa: ARG002
         return {}
 
-    def fetch(self, *, body: Any) -> Any:
+    def fetch(self, *, body: Any) -> Any:  # noqa: ARG002
         return None
 
-    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:  # noqa: ARG002
         return None
 
 
@@ -115,7 +115,15 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
 
 
 #: Metadata the runtime reads; the rest (managedFields, last-applied-configuration) would only cost memory.
-_KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "finalizers", "deletionTimestamp")
+_KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "resourceVersion",
+    "finalizers",
+    "deletionTimestamp",
+)
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 

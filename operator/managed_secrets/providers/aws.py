@@ -44,7 +44,14 @@ from managed_secrets.errors import (
 )
 from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
-from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
+from managed_secrets.providers.base import (
+    ProviderContext,
+    RemoteKey,
+    SecretKeyRef,
+    SecretProvider,
+    ServiceAccountRef,
+    parse_config,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -53,18 +60,6 @@ log = logging.getLogger(__name__)
 class AWSService(StrEnum):
     SECRETS_MANAGER = "SecretsManager"
     PARAMETER_STORE = "ParameterStore"
-
-
-class SecretKeyRef(CamelModel):
-    name: str
-    key: str
-    namespace: str | None = None
-
-
-class ServiceAccountRef(CamelModel):
-    name: str
-    namespace: str | None = None
-    audiences: list[str] = Field(default_factory=list)
 
 
 class AWSSecretRef(CamelModel):
@@ -251,25 +246,12 @@ class _Session:
         if auth is None or auth.secret_ref is None:
             return boto3.Session(region_name=self._config.region)
         ref = auth.secret_ref
-        read = self._context.credentials.read_secret_key
-        namespace = self._context.namespace_for
-        access_key_id = read(
-            namespace(ref.access_key_id.namespace, "auth.secretRef.accessKeyID"),
-            ref.access_key_id.name,
-            ref.access_key_id.key,
-        )
-        secret_access_key = read(
-            namespace(ref.secret_access_key.namespace, "auth.secretRef.secretAccessKey"),
-            ref.secret_access_key.name,
-            ref.secret_access_key.key,
-        )
+        read = self._context.read_secret
+        access_key_id = read(ref.access_key_id, "auth.secretRef.accessKeyID")
+        secret_access_key = read(ref.secret_access_key, "auth.secretRef.secretAccessKey")
         session_token = None
         if ref.session_token is not None:
-            session_token = read(
-                namespace(ref.session_token.namespace, "auth.secretRef.sessionToken"),
-                ref.session_token.name,
-                ref.session_token.key,
-            )
+            session_token = read(ref.session_token, "auth.secretRef.sessionToken")
         try:
             return boto3.Session(
                 aws_access_key_id=access_key_id.decode().strip(),
@@ -306,12 +288,12 @@ class _Session:
         if jwt is None:  # pragma: no cover - checked by the caller
             raise InvalidBackend(f"{self._label}: aws.auth.jwt is not set")
         account = jwt.service_account_ref
-        namespace = self._context.namespace_for(account.namespace, "auth.jwt.serviceAccountRef")
-        audiences = account.audiences or [DEFAULT_WEB_IDENTITY_AUDIENCE]
         sts = self._sts(None)
 
         def refresh() -> dict[str, str]:
-            token = self._context.credentials.request_token(namespace, account.name, audiences)
+            token = self._context.service_account_token(
+                account, "auth.jwt.serviceAccountRef", [DEFAULT_WEB_IDENTITY_AUDIENCE]
+            )
             response = self._translator.call(
                 lambda: sts.assume_role_with_web_identity(
                     RoleArn=role, RoleSessionName=SESSION_NAME, WebIdentityToken=token

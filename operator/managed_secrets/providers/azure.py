@@ -59,7 +59,14 @@ from managed_secrets.errors import (
 )
 from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
-from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
+from managed_secrets.providers.base import (
+    ProviderContext,
+    RemoteKey,
+    SecretKeyRef,
+    SecretProvider,
+    ServiceAccountRef,
+    parse_config,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -75,18 +82,6 @@ class AzureAuthType(StrEnum):
     SERVICE_PRINCIPAL = "ServicePrincipal"
     MANAGED_IDENTITY = "ManagedIdentity"
     WORKLOAD_IDENTITY = "WorkloadIdentity"
-
-
-class SecretKeyRef(CamelModel):
-    name: str
-    key: str
-    namespace: str | None = None
-
-
-class ServiceAccountRef(CamelModel):
-    name: str
-    namespace: str | None = None
-    audiences: list[str] = Field(default_factory=list)
 
 
 class AzureAuthSecretRef(CamelModel):
@@ -207,8 +202,7 @@ class AzureKeyVaultProvider:
         return options
 
     def _read(self, ref: SecretKeyRef, what: str) -> str:
-        namespace = self._context.namespace_for(ref.namespace, what)
-        raw = self._context.credentials.read_secret_key(namespace, ref.name, ref.key)
+        raw = self._context.read_secret(ref, what)
         try:
             return raw.decode().strip()
         except UnicodeDecodeError:
@@ -244,11 +238,11 @@ class AzureKeyVaultProvider:
             return WorkloadIdentityCredential(
                 tenant_id=config.tenant_id, client_id=config.client_id, **self._identity_options()
             )
-        namespace = self._context.namespace_for(account.namespace, "serviceAccountRef")
-        audiences = account.audiences or [DEFAULT_FEDERATION_AUDIENCE]
 
         def assertion() -> str:
-            return self._context.credentials.request_token(namespace, account.name, audiences)
+            return self._context.service_account_token(
+                account, "serviceAccountRef", [DEFAULT_FEDERATION_AUDIENCE]
+            )
 
         return ClientAssertionCredential(
             config.tenant_id or "", config.client_id or "", assertion, **self._identity_options()

@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from managed_secrets.errors import InvalidBackend, SyncError
+from managed_secrets.models.base import CamelModel
 from managed_secrets.models.parse import describe_validation_error
 
 
@@ -44,6 +45,22 @@ class CredentialSource(Protocol):
         ...
 
 
+class SecretKeyRef(CamelModel):
+    """A key of a Kubernetes Secret holding a credential (the same shape in every provider block)."""
+
+    name: str
+    key: str
+    namespace: str | None = None
+
+
+class ServiceAccountRef(CamelModel):
+    """A ServiceAccount whose TokenRequest token proves the operator's identity to a store."""
+
+    name: str
+    namespace: str | None = None
+    audiences: list[str] = Field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class ProviderContext:
     credentials: CredentialSource
@@ -64,6 +81,16 @@ class ProviderContext:
                 f"{self.backend_label}: {what} must name a namespace in a ClusterSecretBackend"
             )
         return namespace
+
+    def read_secret(self, ref: SecretKeyRef, what: str) -> bytes:
+        """The credential ``ref`` points at; ``what`` names the field for messages."""
+        return self.credentials.read_secret_key(self.namespace_for(ref.namespace, what), ref.name, ref.key)
+
+    def service_account_token(
+        self, ref: ServiceAccountRef, what: str, default_audiences: Sequence[str] = ()
+    ) -> str:
+        namespace = self.namespace_for(ref.namespace, what)
+        return self.credentials.request_token(namespace, ref.name, ref.audiences or list(default_audiences))
 
 
 @runtime_checkable

@@ -47,7 +47,13 @@ from managed_secrets.errors import (
 )
 from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
-from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
+from managed_secrets.providers.base import (
+    ProviderContext,
+    RemoteKey,
+    SecretKeyRef,
+    SecretProvider,
+    parse_config,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -57,12 +63,6 @@ SECRET_MANAGER_AUDIENCE = "https://secretmanager.googleapis.com/"  # noqa: S105 
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _FULL_NAME = re.compile(r"^projects/([^/]+)/secrets/([A-Za-z0-9_-]{1,255})$")
 _PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,127}$")
-
-
-class SecretKeyRef(CamelModel):
-    name: str
-    key: str
-    namespace: str | None = None
 
 
 class GCPSecretRef(CamelModel):
@@ -201,8 +201,7 @@ class GCPProvider:
         if auth is None or auth.secret_ref is None:
             return None
         ref = auth.secret_ref.secret_access_key
-        namespace = self._context.namespace_for(ref.namespace, "auth.secretRef.secretAccessKey")
-        raw = self._context.credentials.read_secret_key(namespace, ref.name, ref.key)
+        raw = self._context.read_secret(ref, "auth.secretRef.secretAccessKey")
         try:
             info = json.loads(raw)
             if not isinstance(info, dict):

@@ -34,7 +34,14 @@ from managed_secrets.errors import (
     VersionNotFound,
 )
 from managed_secrets.models.base import CamelModel
-from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
+from managed_secrets.providers.base import (
+    ProviderContext,
+    RemoteKey,
+    SecretKeyRef,
+    SecretProvider,
+    ServiceAccountRef,
+    parse_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +49,6 @@ log = logging.getLogger(__name__)
 class KVVersion(StrEnum):
     V1 = "v1"
     V2 = "v2"
-
-
-class SecretKeyRef(CamelModel):
-    name: str
-    key: str
-    namespace: str | None = None
-
-
-class ServiceAccountRef(CamelModel):
-    name: str
-    namespace: str | None = None
-    audiences: tuple[str, ...] = ()
 
 
 class TokenAuth(CamelModel):
@@ -175,22 +170,17 @@ class VaultProvider:
 
     def _login(self) -> None:
         auth = self._config.auth
-        credentials = self._context.credentials
         if auth.token is not None:
             ref = auth.token.secret_ref
-            namespace = self._context.namespace_for(ref.namespace, "auth.token.secretRef")
-            token = credentials.read_secret_key(namespace, ref.name, ref.key).decode().strip()
+            token = self._context.read_secret(ref, "auth.token.secretRef").decode().strip()
             self._client.token = token
             self._token_expires_at = None
             self._logins += 1
             return
         if auth.kubernetes is not None:
             k8s = auth.kubernetes
-            namespace = self._context.namespace_for(
-                k8s.service_account_ref.namespace, "auth.kubernetes.serviceAccountRef"
-            )
-            jwt = credentials.request_token(
-                namespace, k8s.service_account_ref.name, k8s.service_account_ref.audiences
+            jwt = self._context.service_account_token(
+                k8s.service_account_ref, "auth.kubernetes.serviceAccountRef"
             )
             result = self._call(
                 lambda: self._client.auth.kubernetes.login(
@@ -202,8 +192,7 @@ class VaultProvider:
         elif auth.app_role is not None:
             app_role = auth.app_role
             ref = app_role.secret_ref
-            namespace = self._context.namespace_for(ref.namespace, "auth.appRole.secretRef")
-            secret_id = credentials.read_secret_key(namespace, ref.name, ref.key).decode().strip()
+            secret_id = self._context.read_secret(ref, "auth.appRole.secretRef").decode().strip()
             result = self._call(
                 lambda: self._client.auth.approle.login(
                     app_role.role_id, secret_id, mount_point=app_role.mount_path, use_token=True
