@@ -40,6 +40,7 @@ CLIENT_THREADS = 16
 PATHS = 100
 REFRESH = "60s"
 PROFILE_DIR: Path | None = None
+WORKERS = 0  # 0: the operator's default
 
 
 def log(text: str) -> None:
@@ -69,6 +70,7 @@ class OperatorProcess:
             str(self.port),
             "--metrics-address",
             "127.0.0.1",
+            *(["--workers", str(WORKERS)] if WORKERS else []),
         ]
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -147,12 +149,10 @@ def server_pids(cp: ControlPlane) -> dict[str, int]:
 class CpuMeter:
     """CPU seconds used during a phase by each server, the operator and this benchmark's own client."""
 
-    def __init__(self, cp: ControlPlane, operator: OperatorProcess) -> None:
-        self.pids = {
-            **server_pids(cp),
-            "operator": operator.proc.pid if operator.proc else 0,
-            "bench client": os.getpid(),
-        }
+    def __init__(self, cp: ControlPlane, operator: OperatorProcess | None = None) -> None:
+        self.pids = {**server_pids(cp), "bench client": os.getpid()}
+        if operator is not None and operator.proc is not None:
+            self.pids["operator"] = operator.proc.pid
         self.start = {name: process_cpu(pid) for name, pid in self.pids.items()}
 
     def used(self) -> dict[str, float]:
@@ -311,7 +311,9 @@ def run_size(
     core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
     result: dict[str, Any] = {"n": count}
     log(f"N={count}: raw floor (plain client, {CLIENT_THREADS} threads, {count} Secrets)")
+    meter = CpuMeter(cp)
     result["raw_floor_s"] = raw_floor(core, f"floor-{count}", count)
+    result["raw_floor_cpu_s"] = meter.used()
     operator = OperatorProcess(cp, workdir / f"operator-{count}.log")
     try:
         existing_start(cp, bao, api, operator, count, result)
@@ -360,7 +362,7 @@ def existing_start(
     namespace = f"start-{count}"
     create_backend(core, custom, bao, namespace)
     log(f"N={count}: input floor (plain client creates {count} ManagedSecrets, no operator running)")
-    started = time.monotonic()
+    started, meter = time.monotonic(), CpuMeter(cp)
     parallel(
         lambda i: custom.create_namespaced_custom_object(
             GROUP, VERSION, namespace, "managedsecrets", manifest(namespace, i)
@@ -368,6 +370,7 @@ def existing_start(
         count,
     )
     result["input_floor_s"] = time.monotonic() - started
+    result["input_floor_cpu_s"] = meter.used()
     log(f"N={count}: operator start with {count} ManagedSecrets waiting")
     tracker = ReadyTracker(api, namespace, count)
     started = time.monotonic()
@@ -474,6 +477,7 @@ def measure(
         "distinct_keys": PATHS,
         **delta(writes(operator.metrics()), before),
     }
+    result["rss_steady_mib"] = operator.rss_mib()[0]
 
     log(f"N={count}: rotation latency with force-sync ({rotations} rotations)")
     result["rotation"] = rotation_latency(bao, core, custom, namespace, rotations)
@@ -621,7 +625,7 @@ def table(results: Iterable[dict[str, Any]]) -> str:
                 f"{r['steady']['provider_keys']:.0f} (distinct {r['steady']['distinct_keys']})",
                 f"{r['steady']['cpu_s']:.1f}",
                 f"{r['rotation']['p50_s'] * 1000:.0f}/{r['rotation']['p99_s'] * 1000:.0f} ms",
-                f"{r['rss_after_restart_mib']:.0f} (peak {r['peak_rss_mib']:.0f})",
+                f"{r['rss_steady_mib']:.0f} (peak {r['peak_rss_mib']:.0f})",
                 f"{r['unrelated_delta_mib']:+.1f} MiB" if "unrelated_delta_mib" in r else "-",
             )
         )
@@ -642,10 +646,14 @@ def main() -> int:
         help="unrelated Secrets for the memory test (at the largest N)",
     )
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    parser.add_argument(
+        "--workers", type=int, default=0, help="operator --workers (default: its own default)"
+    )
     parser.add_argument("--profile", help="folder for py-spy profiles of the operator during cold sync")
     args = parser.parse_args()
-    global PROFILE_DIR  # noqa: PLW0603 - a command-line switch
+    global PROFILE_DIR, WORKERS  # noqa: PLW0603 - command-line switches
     PROFILE_DIR = Path(args.profile) if args.profile else None
+    WORKERS = args.workers
     if PROFILE_DIR is not None:
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]

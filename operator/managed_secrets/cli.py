@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
 from managed_secrets.config import OperatorConfig
 from managed_secrets.logsafety import configure_logging
+from managed_secrets.memory import limit_malloc_arenas
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,20 +31,6 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate manifests offline (for GitOps CI)")
     check.add_argument("files", nargs="+")
     return parser
-
-
-M_ARENA_MAX = -8  # glibc mallopt parameter
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives busy threads malloc arenas of their own; with dozens of worker threads the memory
-    fragments and RSS grows with the thread count. Two arenas keep it flat (measured in bench/)."""
-    if "MALLOC_ARENA_MAX" in os.environ or sys.platform != "linux":
-        return
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas)
-    except (OSError, AttributeError):
-        return  # not glibc (musl has no arenas to limit)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

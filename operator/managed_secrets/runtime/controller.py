@@ -25,6 +25,7 @@ from managed_secrets import metrics
 from managed_secrets.core import status as status_model
 from managed_secrets.core.reconcile import Reconciler, SyncResult, WriteAction, needs_finalizer
 from managed_secrets.errors import InvalidSpec, Reason, SyncError
+from managed_secrets.memory import release_free_memory
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecret, ManagedSecretRef
 from managed_secrets.models.parse import parse_managed_secret
 
@@ -390,7 +391,9 @@ class Controller:
         return interval * random.uniform(1 - spread, 1 + spread)  # noqa: S311
 
     async def _gauge_loop(self) -> None:
-        while True:  # in the event loop, so the states are not changing while counted
+        for tick in itertools.count():  # in the event loop, so the states are not changing while counted
+            if tick % 12 == 0:  # every minute
+                release_free_memory()
             states = list(self._states.values())
             metrics.MANAGED.labels("true").set(sum(1 for s in states if s.ready))
             metrics.MANAGED.labels("false").set(sum(1 for s in states if s.ready is False))
