@@ -224,8 +224,9 @@ class Controller:
             work = self._cleanup if state.deleting else self._reconcile
             try:
                 delay = await loop.run_in_executor(self._executor, work, state, force)
-            except Exception:
-                log.exception("%s: reconcile crashed; retrying later", state.ref)
+            except Exception as error:
+                # The kind only: a foreign exception's text or traceback locals could hold a value.
+                log.error("%s: reconcile crashed (%s); retrying later", state.ref, type(error).__name__)  # noqa: TRY400
                 delay = self._backoff(state)
             finally:
                 state.running = False
