@@ -61,3 +61,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     pin_sdk_loggers()
+    if root.level > logging.DEBUG:
+        # Kopf says "Handler ... succeeded" at INFO for every watch event: noise, and CPU at scale.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
