@@ -227,3 +227,25 @@ def test_existing_secret_is_never_overwritten(
     secret = kube.secret(namespace, "taken")
     assert secret.metadata.resource_version == before
     assert kube.secret_data(namespace, "taken") == {"password": "hand-made"}
+
+
+def test_third_party_provider_through_the_plugin_block(
+    operator: OperatorRunner, kube: Kube, namespace: str
+) -> None:
+    """A provider registered like an entry point, configured by the plugin block, syncs for real."""
+    from managed_secrets.providers.registry import ProviderSpec
+
+    registry = operator.runtime.providers._registry
+    name = f"static-{namespace}"
+    registry.register(
+        name, ProviderSpec("unit.test_provider_registry:create_static", "pip install static-store")
+    )
+    kube.create_backend(
+        namespace, "corp", {"plugin": {"name": name, "config": {"values": {"db": "from-plugin"}}}}
+    )
+    kube.create_ms(
+        namespace,
+        "corp",
+        {"backendRef": {"name": "corp"}, "data": [{"secretKey": "db", "remoteRef": {"key": "db"}}]},
+    )
+    kube.wait_secret_data(namespace, "corp", {"db": "from-plugin"})

@@ -17,6 +17,8 @@ from managed_secrets.models.managedsecret import (
 )
 
 FORCE_SYNC_ANNOTATION = "managedsecrets.io/force-sync"
+#: The backend block that names a third-party provider (entry point) instead of being one.
+PLUGIN_BLOCK = "plugin"
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -62,6 +64,12 @@ def parse_backend(body: Mapping[str, Any]) -> Backend:
         found = ", ".join(blocks) or "none"
         raise InvalidBackend(f"{backend_id}: set exactly one provider block (found: {found})")
     provider = blocks[0]
+    config = dict(spec[provider])
+    if provider == PLUGIN_BLOCK:
+        # A provider from another package: its entry-point name picks it, its config is its own business.
+        provider, config = str(config.get("name", "")), dict(config.get("config") or {})
+        if not provider:
+            raise InvalidBackend(f"{backend_id}: plugin.name is required")
     try:
         conditions = [NamespaceCondition.model_validate(item) for item in spec.get("conditions") or []]
     except ValidationError as error:
@@ -71,6 +79,6 @@ def parse_backend(body: Mapping[str, Any]) -> Backend:
         uid=meta.get("uid", ""),
         generation=meta.get("generation", 0),
         provider=provider,
-        config=dict(spec[provider]),
+        config=config,
         conditions=conditions,
     )
