@@ -74,5 +74,5 @@ def test_plugin_block_needs_a_name() -> None:
         "metadata": {"name": "corp", "namespace": "a"},
         "spec": {"plugin": {"config": {}}},
     }
-    with pytest.raises(InvalidBackend, match="plugin.name"):
+    with pytest.raises(InvalidBackend, match=r"plugin\.name"):
         parse_backend(body)
