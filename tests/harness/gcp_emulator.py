@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import grpc
@@ -46,6 +45,8 @@ from google.auth import exceptions as auth_exceptions
 from google.auth import jwt
 from google.cloud.secretmanager_v1.types import resources, service
 from google.protobuf import empty_pb2, timestamp_pb2
+
+from harness.lifecycle import ServerHarness
 
 SERVICE = "google.cloud.secretmanager.v1.SecretManagerService"
 MAX_PAYLOAD = 64 * 1024
@@ -335,7 +336,7 @@ def new_service_account_key(project: str, name: str) -> ServiceAccountKey:
     return ServiceAccountKey(info, public_pem)
 
 
-class GcpSecretManagerEmulator:
+class GcpSecretManagerEmulator(ServerHarness):
     """The server above on 127.0.0.1:<port>, as a subprocess; the port stays the same across restarts.
 
     ``reader`` and ``admin`` are service-account keys the server accepts; ``new_unregistered_key()``
@@ -369,18 +370,6 @@ class GcpSecretManagerEmulator:
 
     def new_unregistered_key(self) -> ServiceAccountKey:
         return new_service_account_key(self.project, "stranger")
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None and self._server.running
 
     def start(self) -> Self:
         from .controlplane import HarnessError, ServerProcess, wait_until

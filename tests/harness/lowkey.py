@@ -48,9 +48,10 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, urlparse
+
+from harness.lifecycle import ServerHarness
 
 SECRET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 VAULT_RESOURCE = "https://vault.azure.net"
@@ -470,7 +471,7 @@ class ClientIdentity:
     secret: str
 
 
-class KeyVaultServer:
+class KeyVaultServer(ServerHarness):
     """The server above as a subprocess on 127.0.0.1:<port>; the port stays the same across restarts.
 
     Credentials it accepts: ``static_token`` (use ``StaticTokenCredential``), the service principal
@@ -517,18 +518,6 @@ class KeyVaultServer:
         )
         self.config_path.chmod(0o600)
         self._server: Any = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None and self._server.running
 
     def start(self) -> Self:
         from .controlplane import HarnessError, ServerProcess, wait_until

@@ -25,13 +25,13 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import boto3
 from botocore.config import Config
 
 from .controlplane import HarnessError, ServerProcess, find_executable, free_port, log_tail, wait_until
+from .lifecycle import ServerHarness
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -56,7 +56,7 @@ class AccessKeys:
     secret_access_key: str
 
 
-class MotoServer:
+class MotoServer(ServerHarness):
     """``moto_server`` on 127.0.0.1:<port>; the port stays the same across stop()/start()."""
 
     def __init__(self, *, port: int | None = None, start_timeout: float = 60.0) -> None:
@@ -73,18 +73,6 @@ class MotoServer:
         self._server: ServerProcess | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None and self._server.running
 
     def start(self) -> Self:
         if self.running:

@@ -19,12 +19,12 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import hvac
 
 from .controlplane import HarnessError, ServerProcess, find_executable, free_port, log_tail, wait_until
+from .lifecycle import ServerHarness
 
 if TYPE_CHECKING:
     from .controlplane import ControlPlane
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 SetupCallback = Callable[[hvac.Client], None]
 
 
-class OpenBao:
+class OpenBao(ServerHarness):
     """``bao server -dev`` on 127.0.0.1:<port>; the port stays the same across stop()/start()."""
 
     def __init__(
@@ -53,18 +53,6 @@ class OpenBao:
         self._server: ServerProcess | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None and self._server.running
 
     def start(self) -> Self:
         """Start the server (again), wait until healthy, then re-run every setup callback in order."""
