@@ -117,11 +117,6 @@ class ReadCache:
             else:
                 future.set_exception(outcome)
 
-    def forget_backend(self, backend: Hashable) -> None:
-        with self._lock:
-            for slot in [slot for slot in self._entries if slot[0] == backend]:
-                del self._entries[slot]
-
     def _purge(self, now: float) -> None:
         if now - self._last_purge < 60:
             return
@@ -130,12 +125,6 @@ class ReadCache:
             slot for slot, entry in self._entries.items() if now - entry.fetched_at > self._max_age_cap
         ]:
             del self._entries[slot]
-
-    def now(self) -> float:
-        return self._clock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 def _call_provider(

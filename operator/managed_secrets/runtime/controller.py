@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from managed_secrets import metrics
@@ -74,7 +74,6 @@ class _State:
     ready: bool | None = None
     #: When this object last synced, on the read cache's clock (None: not since the operator started).
     last_refresh: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 #: Called after each successful sync, before its status is written, with the status as it was; returns
