@@ -14,6 +14,14 @@ if [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$BIN/
   exit 0
 fi
 mkdir -p "$BIN"
+# One build at a time on this machine (tests, make and CI may start it concurrently); a second caller
+# waits, then finds the binaries built.
+exec 9>"$CACHE/.build-testbins.lock"
+flock 9
+if [[ -x "$BIN/kube-apiserver" && -x "$BIN/kube-controller-manager" && -x "$BIN/etcd" ]]; then
+  echo "$BIN"
+  exit 0
+fi
 export GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0
 
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local folders, so
