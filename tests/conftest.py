@@ -15,7 +15,13 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from harness.controlplane import DEFAULT_CRD_DIR, ControlPlane, HarnessError, build_testbins
+from harness.controlplane import (
+    DEFAULT_CRD_DIR,
+    OPERATOR_NAMESPACE,
+    ControlPlane,
+    HarnessError,
+    build_testbins,
+)
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
 from kube import Kube
@@ -81,6 +87,7 @@ def operator(controlplane: ControlPlane, debug_log: DebugLogCapture) -> Iterator
     """
     config = OperatorConfig(
         kubeconfig=str(controlplane.operator_kubeconfig),
+        operator_namespace=OPERATOR_NAMESPACE,  # where the harness made the operator's ServiceAccount
         workers=8,
         backoff_base=0.3,
         backoff_max=2.0,

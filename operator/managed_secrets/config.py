@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Where Kubernetes mounts the pod's service-account namespace.
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_OPERATOR_NAMESPACE = "managed-secrets-system"
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"MANAGED_SECRETS_{name}", default)
+
+
+def default_operator_namespace(
+    environ: Mapping[str, str] | None = None, service_account_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE
+) -> str:
+    """MANAGED_SECRETS_OPERATOR_NAMESPACE, else POD_NAMESPACE (the chart sets it from the Downward API),
+    else the namespace of the pod's service account, else managed-secrets-system."""
+    env = os.environ if environ is None else environ
+    for name in ("MANAGED_SECRETS_OPERATOR_NAMESPACE", "POD_NAMESPACE"):
+        if value := env.get(name, "").strip():
+            return value
+    try:
+        from_file = service_account_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        from_file = ""
+    return from_file or DEFAULT_OPERATOR_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -21,14 +44,12 @@ class OperatorConfig:
     workers: int = 32
     backoff_base: float = 5.0
     backoff_max: float = 300.0
-    #: Passed to providers (timeouts); no credentials here.
-    provider_options: dict[str, str] = field(default_factory=dict)
+    #: Passed to providers (timeouts, test hooks); no credentials here.
+    provider_options: dict[str, Any] = field(default_factory=dict)
     #: Kubeconfig to use; empty: in-cluster, else the usual KUBECONFIG / ~/.kube/config.
     kubeconfig: str = ""
-    #: The operator's own namespace (POD_NAMESPACE, from the Downward API); holds the HMAC key Secret.
-    operator_namespace: str = field(
-        default_factory=lambda: os.environ.get("POD_NAMESPACE") or "managed-secrets-system"
-    )
+    #: The operator's own namespace; holds the HMAC key Secret (see default_operator_namespace).
+    operator_namespace: str = field(default_factory=default_operator_namespace)
     #: Secret (created when absent) with the key of the restart annotations and of status.dataHash.
     hmac_key_secret: str = "managed-secrets-hmac-key"  # noqa: S105 - the name of a Secret
 
