@@ -23,7 +23,7 @@ from harness.controlplane import (
     build_testbins,
 )
 from harness.openbao import OpenBao
-from harness.operator import OperatorRunner
+from harness.operator import AwsCalls, OperatorRunner
 from kube import Kube
 from managed_secrets.config import OperatorConfig
 
@@ -80,12 +80,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(controlplane: ControlPlane, debug_log: DebugLogCapture) -> Iterator[OperatorRunner]:
+def aws_calls() -> AwsCalls:
+    return AwsCalls()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    controlplane: ControlPlane, debug_log: DebugLogCapture, aws_calls: AwsCalls
+) -> Iterator[OperatorRunner]:
     """One operator for the session, clusterwide, with the operator's own (RBAC-limited) identity.
 
-    Retries are fast here (backoff from 0.3 s, at most 2 s) so recovery tests finish quickly.
+    Retries are fast here (backoff from 0.3 s, at most 2 s) so recovery tests finish quickly. Its AWS calls
+    are recorded in ``aws_calls``.
     """
     config = OperatorConfig(
+        provider_options={"aws_event_hooks": aws_calls.hooks()},
         kubeconfig=str(controlplane.operator_kubeconfig),
         operator_namespace=OPERATOR_NAMESPACE,  # where the harness made the operator's ServiceAccount
         workers=8,
