@@ -42,13 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "check":
-        from managed_secrets.check import check_files  # noqa: PLC0415
-
-        return check_files(args.files)
-    limit_malloc_arenas()
+def _config(args: argparse.Namespace) -> OperatorConfig:
+    """The environment's settings (MANAGED_SECRETS_*), overridden by the flags given."""
     config = OperatorConfig.from_env()
     overrides = {
         "namespaces": tuple(args.namespace) or None,
@@ -60,7 +55,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kubeconfig": args.kubeconfig,
         "operator_namespace": args.operator_namespace,
     }
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        from managed_secrets.check import check_files  # noqa: PLC0415
+
+        return check_files(args.files)
+    limit_malloc_arenas()
+    try:
+        config = _config(args)
+    except ValueError as error:  # a malformed flag or MANAGED_SECRETS_* variable: usage, not a traceback
+        parser.error(str(error))
     configure_logging(config.log_level, config.log_format)
     if config.metrics_port:
         from prometheus_client import start_http_server  # noqa: PLC0415

@@ -76,3 +76,34 @@ def test_run_help_documents_the_operator_namespace(capsys: pytest.CaptureFixture
     assert "MANAGED_SECRETS_OPERATOR_NAMESPACE" in text
     assert "POD_NAMESPACE" in text
     assert "exits with status 1" in text
+
+
+@pytest.mark.usefixtures("quiet_main")
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MANAGED_SECRETS_BACKOFF_BASE", "0"),
+        ("MANAGED_SECRETS_BACKOFF_BASE", "-5"),
+        ("MANAGED_SECRETS_BACKOFF_BASE", "nan"),
+        ("MANAGED_SECRETS_BACKOFF_BASE", "500"),  # above the default maximum of 300
+        ("MANAGED_SECRETS_BACKOFF_MAX", "inf"),
+        ("MANAGED_SECRETS_WORKERS", "0"),
+        ("MANAGED_SECRETS_METRICS_PORT", "many"),
+    ],
+)
+def test_a_bad_setting_is_a_usage_error_not_a_hot_loop(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str
+) -> None:
+    """A zero or negative backoff would retry failures against the store in a tight loop."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "managed-secrets: error: " in err
+    assert variable.removeprefix("MANAGED_SECRETS_").split("_")[-1].lower() in err.lower()
+
+
+def test_sane_settings_pass() -> None:
+    assert OperatorConfig(backoff_base=0.3, backoff_max=2.0, workers=1).backoff_max == 2.0
