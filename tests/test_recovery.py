@@ -113,7 +113,9 @@ def test_ready_within_one_interval_after_a_long_outage_and_one_read_per_key(
     assert recovered_in <= INTERVAL + MARGIN
     # One read for all the retries (they share any read made after their failure), plus at most one per
     # refresh window of those recovered first (refreshes of one key are at least 0.9 intervals apart).
+    # (It may even be none here: a retry that started while the value was being put back also counts
+    # before reads_before was taken.)
     refresh_windows = int(recovered_in // (0.9 * INTERVAL)) + 1
-    assert 1 <= reads <= 1 + refresh_windows, f"{reads} reads of one key for {OBJECTS} objects"
+    assert reads <= 1 + refresh_windows, f"{reads} reads of one key for {OBJECTS} objects"
     for name, version in versions.items():  # the same data: nothing was rewritten
         assert kube.secret(namespace, name).metadata.resource_version == version
