@@ -15,9 +15,15 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from harness.controlplane import DEFAULT_CRD_DIR, ControlPlane, HarnessError, build_testbins
+from harness.controlplane import (
+    DEFAULT_CRD_DIR,
+    OPERATOR_NAMESPACE,
+    ControlPlane,
+    HarnessError,
+    build_testbins,
+)
 from harness.openbao import OpenBao
-from harness.operator import OperatorRunner
+from harness.operator import AwsCalls, OperatorRunner
 from kube import Kube
 from managed_secrets.config import OperatorConfig
 
@@ -74,13 +80,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(controlplane: ControlPlane, debug_log: DebugLogCapture) -> Iterator[OperatorRunner]:
+def aws_calls() -> AwsCalls:
+    return AwsCalls()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    controlplane: ControlPlane, debug_log: DebugLogCapture, aws_calls: AwsCalls
+) -> Iterator[OperatorRunner]:
     """One operator for the session, clusterwide, with the operator's own (RBAC-limited) identity.
 
-    Retries are fast here (backoff from 0.3 s, at most 2 s) so recovery tests finish quickly.
+    Retries are fast here (backoff from 0.3 s, at most 2 s) so recovery tests finish quickly. Its AWS calls
+    are recorded in ``aws_calls``.
     """
     config = OperatorConfig(
+        provider_options={"aws_event_hooks": aws_calls.hooks()},
         kubeconfig=str(controlplane.operator_kubeconfig),
+        operator_namespace=OPERATOR_NAMESPACE,  # where the harness made the operator's ServiceAccount
         workers=8,
         backoff_base=0.3,
         backoff_max=2.0,

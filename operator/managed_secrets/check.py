@@ -47,6 +47,14 @@ KINDS = ("ManagedSecret", "SecretBackend", "ClusterSecretBackend")
 YAML_SUFFIXES = (".yaml", ".yml")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+#: Bounds of one document of ours (or a List holding ours), checked on the YAML node graph before anything
+#: walks it: aliases make a small file expand exponentially ("billion laughs"; kubectl refuses excessive
+#: aliasing too), and deep nesting would exhaust the recursion of the checks.
+MAX_NODES = 200_000
+MAX_ALIAS_EXPANSION = 10_000
+MAX_DEPTH = 64
+#: Longest value quoted in a message; a megabyte-long field is not repeated in full.
+MAX_QUOTED = 100
 
 Path_ = tuple[str | int, ...]
 
@@ -192,7 +200,10 @@ def _quoted(value: Any) -> str:
         return '"object"'
     if isinstance(value, list):
         return '"array"'
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else json.dumps(str(value))
+    if isinstance(value, str):
+        text = value if len(value) <= MAX_QUOTED else value[:MAX_QUOTED]
+        return json.dumps(text, ensure_ascii=False) + ("..." if len(value) > MAX_QUOTED else "")
+    return _quoted(str(value))
 
 
 # -- schema: defaults, validation, unknown fields, list keys ---------------------------------------------
@@ -310,14 +321,17 @@ def _metadata_errors(doc: _Document, namespaced: bool) -> None:
         doc.add(("metadata",), "Required value")
         return
     name = meta.get("name")
+    for field_name in ("name", "generateName", "namespace"):
+        if meta.get(field_name) is not None and not isinstance(meta[field_name], str):
+            doc.add(("metadata", field_name), f"Invalid value: {_quoted(meta[field_name])}: must be a string")
     if not name and not meta.get("generateName"):
         doc.add(("metadata", "name"), "Required value: name or generateName is required")
-    elif isinstance(name, str) and (len(name) > 253 or not DNS_SUBDOMAIN.match(name)):
+    elif isinstance(name, str) and (len(name) > 253 or not DNS_SUBDOMAIN.fullmatch(name)):
         doc.add(("metadata", "name"), f"Invalid value: {_quoted(name)}: must be a lowercase DNS subdomain")
     namespace = meta.get("namespace")
     if namespace is not None and not namespaced:
         doc.add(("metadata", "namespace"), "a cluster-scoped resource has no namespace: remove it")
-    elif isinstance(namespace, str) and (len(namespace) > 63 or not DNS_LABEL.match(namespace)):
+    elif isinstance(namespace, str) and (len(namespace) > 63 or not DNS_LABEL.fullmatch(namespace)):
         doc.add(("metadata", "namespace"), f"Invalid value: {_quoted(namespace)}: must be a DNS label")
 
 
@@ -446,6 +460,140 @@ def _operator_rules(doc: _Document, kind: str) -> None:
 # -- documents and files ---------------------------------------------------------------------------------
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+@dataclass(frozen=True)
+class SizeProblem:
+    message: str
+    #: Aliases that expand (or refer to themselves): even constructing the document could exhaust memory
+    #: (merge keys copy what they merge), so no document with this is read, of any kind.
+    unsafe: bool
+
+
+def size_problem(root: yaml.Node) -> SizeProblem | None:
+    """Why a document is too big to check (expanded size, aliasing, depth, a recursive alias), or None.
+
+    Iterative and memoised on the node graph, so it costs the size of the YAML text, not of its expansion.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    in_progress: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            children = _children(node)
+            # Capped, so a billion laughs stays a small number.
+            size[key] = min(1 + sum(size[id(child)] for child in children), MAX_NODES + 1)
+            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            in_progress.discard(key)
+            continue
+        if key in size:
+            continue
+        if key in in_progress:  # reached again from below itself
+            return SizeProblem(
+                "an alias refers to a node that contains it (a recursive structure)", unsafe=True
+            )
+        in_progress.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in size)
+    total = size[id(root)]
+    if total - len(size) > MAX_ALIAS_EXPANSION:
+        return SizeProblem(
+            f"aliases expand it to more than {len(size) + MAX_ALIAS_EXPANSION} YAML nodes", unsafe=True
+        )
+    if total > MAX_NODES:
+        return SizeProblem(f"more than {MAX_NODES} YAML nodes", unsafe=False)
+    if depth[id(root)] > MAX_DEPTH:
+        return SizeProblem(f"nested deeper than {MAX_DEPTH} levels", unsafe=False)
+    return None
+
+
+def _scalar(node: yaml.Node | None) -> str | None:
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else None
+
+
+def _shallow_body(node: yaml.Node) -> dict[str, Any]:
+    """apiVersion, kind, metadata.name/namespace (and whether there are items) of a document not yet
+    constructed: enough to name it and to tell whether it is ours."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    fields = {_scalar(key): value for key, value in node.value}
+    body: dict[str, Any] = {name: _scalar(fields.get(name)) for name in ("apiVersion", "kind")}
+    meta = fields.get("metadata")
+    if isinstance(meta, yaml.MappingNode):
+        meta_fields = {_scalar(key): value for key, value in meta.value}
+        body["metadata"] = {name: _scalar(meta_fields.get(name)) for name in ("name", "namespace")}
+    if "items" in fields:
+        body["items"] = []
+    return body
+
+
+def _is_ours(body: Any) -> bool:
+    """A document this command checks: of our API group, or a List (whose items may be)."""
+    if not isinstance(body, dict):
+        return False
+    kind = body.get("kind")
+    if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in body):
+        return True
+    return str(body.get("apiVersion") or "").rpartition("/")[0] == GROUP
+
+
+def _name_part(value: Any) -> str:
+    return value if isinstance(value, str) and len(value) <= 253 else "<invalid>"
+
+
+def _label(body: Mapping[str, Any]) -> str:
+    """``Kind namespace/name`` of a document, whatever its fields hold."""
+    kind = body.get("kind")
+    kind_text = kind if isinstance(kind, str) and len(kind) <= 63 else "<invalid kind>"
+    meta = body.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    name = _name_part(meta.get("name") or meta.get("generateName") or "<unnamed>")
+    namespace = meta.get("namespace")
+    return f"{kind_text} {_name_part(namespace)}/{name}" if namespace else f"{kind_text} {name}"
+
+
+def _yaml_problem(filename: str, text: str, error: Exception, line: int = 1) -> Problem:
+    """A YAML error as a problem at its line. Messages of the YAML library name characters and marks,
+    never the document's values; other errors (a RecursionError of a nested document) only their kind."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        detail = str(error.problem or error)
+    elif isinstance(error, yaml.reader.ReaderError):
+        line = text.count("\n", 0, max(error.position, 0)) + 1
+        detail = (
+            f"unacceptable character #x{error.character:04x}"
+            if isinstance(error.character, int)
+            else "bad input"
+        )
+    elif isinstance(error, RecursionError):
+        detail = "nested too deeply to read"
+    else:
+        detail = type(error).__name__
+    return Problem(filename, line, f"invalid YAML: {detail}")
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, with the line of a value that cannot be constructed (an integer of more than 4300
+    digits, a date that does not exist): those raise plain ValueErrors without a mark."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as error:
+            problem = str(error).split(";")[0][:200]
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
 class Checker:
     def __init__(self) -> None:
         self.crds = load_crds()
@@ -453,42 +601,77 @@ class Checker:
         self.resources = 0
 
     def check_text(self, text: str, filename: str) -> list[Problem]:
+        """Every document of ``text``. A problem in one document never stops the check of the others; a
+        syntax error stops the file at that point (the parser cannot resynchronise), with a problem."""
         problems: list[Problem] = []
-        loader = yaml.SafeLoader(text)
         try:
-            while loader.check_node():
-                node = loader.get_node()
-                body = loader.construct_document(node)
-                problems += self._check_object(body, Lines(node), (), filename)
-        except yaml.MarkedYAMLError as error:
-            mark = error.problem_mark or error.context_mark
-            line = mark.line + 1 if mark is not None else 1
-            problems.append(Problem(filename, line, f"invalid YAML: {error.problem or error}"))
+            loader = _Loader(text)  # refuses non-printable characters at once
+        except yaml.YAMLError as error:
+            return [_yaml_problem(filename, text, error)]
+        try:
+            while True:
+                try:
+                    if not loader.check_node():
+                        break
+                    node = loader.get_node()
+                except Exception as error:  # the composer's state is lost: nothing more to read
+                    problems.append(_yaml_problem(filename, text, error))
+                    break
+                if node is not None:
+                    problems += self._check_document(loader, node, text, filename)
         finally:
             loader.dispose()
         return problems
 
+    def _check_document(self, loader: _Loader, node: yaml.Node, text: str, filename: str) -> list[Problem]:
+        line = node.start_mark.line + 1
+        shallow = _shallow_body(node)
+        too_big = size_problem(node)
+        if too_big is not None and (too_big.unsafe or _is_ours(shallow)):
+            self.resources += _is_ours(shallow)
+            return [Problem(filename, line, f"{_label(shallow)}: not checked: {too_big.message}")]
+        try:
+            body = loader.construct_document(node)
+        except Exception as error:  # the node is read, so the next document can still be checked
+            loader.constructed_objects, loader.recursive_objects = {}, {}
+            loader.state_generators, loader.deep_construct = [], False
+            return [_yaml_problem(filename, text, error, line)]
+        if not _is_ours(body):
+            return []
+        return self._check_object(body, Lines(node), (), filename)
+
     def _check_object(self, body: Any, lines: Lines, base: Path_, filename: str) -> list[Problem]:
-        if not isinstance(body, dict):
+        if not _is_ours(body):
             return []
         kind = body.get("kind")
-        api_version = str(body.get("apiVersion") or "")
         if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in body):
             found: list[Problem] = []
-            for index, item in enumerate(body.get("items") or []):
+            items = body.get("items")
+            for index, item in enumerate(items if isinstance(items, list) else []):
                 found += self._check_object(item, lines, (*base, "items", index), filename)
             return found
-        group, _, version = api_version.rpartition("/")
-        if group != GROUP:
-            return []
         self.resources += 1
-        meta: dict[str, Any] = body["metadata"] if isinstance(body.get("metadata"), dict) else {}
-        name = meta.get("name") or meta.get("generateName") or "<unnamed>"
-        label = f"{kind} {meta['namespace']}/{name}" if meta.get("namespace") else f"{kind} {name}"
+        label = _label(body)
+        try:
+            return self._check_resource(body, lines, base, filename, label)
+        except Exception as error:
+            # A bug of ours must not hide the other documents; the kind only (no value in the message).
+            line = lines.line(base)
+            return [
+                Problem(filename, line, f"{label}: could not be checked: unexpected {type(error).__name__}")
+            ]
+
+    def _check_resource(
+        self, body: dict[str, Any], lines: Lines, base: Path_, filename: str, label: str
+    ) -> list[Problem]:
+        kind = body.get("kind")
+        api_version = str(body.get("apiVersion") or "")
+        version = api_version.rpartition("/")[2]
         doc = _Document(filename, copy.deepcopy(body), lines, base, label)
         crd = self.crds.get(kind) if isinstance(kind, str) else None
         if crd is None or not isinstance(kind, str):
-            doc.add(("kind",), f"unknown kind {kind!r} in {GROUP}; known: {', '.join(sorted(self.crds))}")
+            shown = kind if isinstance(kind, str) and len(kind) <= 63 else "<invalid kind>"
+            doc.add(("kind",), f"unknown kind {shown!r} in {GROUP}; known: {', '.join(sorted(self.crds))}")
             return doc.problems
         schema = crd.schemas.get(version)
         if schema is None:
@@ -531,12 +714,21 @@ def check_files(
         files += 1
         name = str(path)
         try:
-            text = path.read_text(encoding="utf-8") if name != "-" else sys.stdin.read()
+            raw = path.read_bytes() if name != "-" else sys.stdin.buffer.read()
         except OSError as error:
             print(f"{name}:1: cannot read: {error.strerror or error}", file=out)
             errors += 1
             continue
-        for problem in checker.check_text(text, name):
+        try:
+            problems = checker.check_text(raw.decode("utf-8"), name)
+        except UnicodeDecodeError as error:
+            line = raw.count(b"\n", 0, error.start) + 1
+            problems = [
+                Problem(name, line, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start})")
+            ]
+        except Exception as error:  # whatever one file does, the others are checked
+            problems = [Problem(name, 1, f"could not be checked: unexpected {type(error).__name__}")]
+        for problem in problems:
             print(problem, file=out)
             if problem.warning:
                 warnings += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -28,18 +29,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--health-address", default="0.0.0.0", help="address for the health endpoint")  # noqa: S104
     run.add_argument("--workers", type=int, default=None, help="concurrent reconciles")
     run.add_argument("--kubeconfig", default=None)
+    run.add_argument(
+        "--operator-namespace",
+        default=None,
+        help="the operator's own namespace, where it keeps the HMAC key Secret of its restart annotations "
+        "(created when absent). Default: $MANAGED_SECRETS_OPERATOR_NAMESPACE, else $POD_NAMESPACE, else the "
+        "in-cluster service account's namespace, else managed-secrets-system. Checked at start: when the "
+        "operator can neither read nor create that Secret there, it exits with status 1",
+    )
     check = commands.add_parser("check", help="validate manifests offline (for GitOps CI)")
     check.add_argument("files", nargs="+")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "check":
-        from managed_secrets.check import check_files  # noqa: PLC0415
-
-        return check_files(args.files)
-    limit_malloc_arenas()
+def _config(args: argparse.Namespace) -> OperatorConfig:
+    """The environment's settings (MANAGED_SECRETS_*), overridden by the flags given."""
     config = OperatorConfig.from_env()
     overrides = {
         "namespaces": tuple(args.namespace) or None,
@@ -49,8 +53,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "health_port": args.health_port,
         "workers": args.workers,
         "kubeconfig": args.kubeconfig,
+        "operator_namespace": args.operator_namespace,
     }
-    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        from managed_secrets.check import check_files  # noqa: PLC0415
+
+        return check_files(args.files)
+    limit_malloc_arenas()
+    try:
+        config = _config(args)
+    except ValueError as error:  # a malformed flag or MANAGED_SECRETS_* variable: usage, not a traceback
+        parser.error(str(error))
     configure_logging(config.log_level, config.log_format)
     if config.metrics_port:
         from prometheus_client import start_http_server  # noqa: PLC0415
@@ -59,9 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         start_http_server(config.metrics_port, addr=args.metrics_address, registry=REGISTRY)
     from managed_secrets.handlers.operator import run_operator  # noqa: PLC0415
+    from managed_secrets.runtime.factory import StartupError  # noqa: PLC0415
 
     liveness = f"http://{args.health_address}:{config.health_port}/healthz" if config.health_port else None
-    asyncio.run(run_operator(config, liveness_endpoint=liveness))
+    try:
+        asyncio.run(run_operator(config, liveness_endpoint=liveness))
+    except StartupError as error:
+        logging.getLogger("managed_secrets").error("cannot start: %s", error)  # noqa: TRY400 - one clear line
+        return 1
     return 0
 
 

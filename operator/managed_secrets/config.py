@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+#: Where Kubernetes mounts the pod's service-account namespace.
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_OPERATOR_NAMESPACE = "managed-secrets-system"
+N = TypeVar("N", int, float)
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"MANAGED_SECRETS_{name}", default)
+
+
+def _number(name: str, default: str, kind: type[N]) -> N:
+    text = _env(name, default)
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(
+            f"MANAGED_SECRETS_{name}={text!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
+
+
+def default_operator_namespace(
+    environ: Mapping[str, str] | None = None, service_account_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE
+) -> str:
+    """MANAGED_SECRETS_OPERATOR_NAMESPACE, else POD_NAMESPACE (the chart sets it from the Downward API),
+    else the namespace of the pod's service account, else managed-secrets-system."""
+    env = os.environ if environ is None else environ
+    for name in ("MANAGED_SECRETS_OPERATOR_NAMESPACE", "POD_NAMESPACE"):
+        if value := env.get(name, "").strip():
+            return value
+    try:
+        from_file = service_account_file.read_text(encoding="utf-8").strip()
+    except OSError:
+        from_file = ""
+    return from_file or DEFAULT_OPERATOR_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -21,16 +56,26 @@ class OperatorConfig:
     workers: int = 32
     backoff_base: float = 5.0
     backoff_max: float = 300.0
-    #: Passed to providers (timeouts); no credentials here.
-    provider_options: dict[str, str] = field(default_factory=dict)
+    #: Passed to providers (timeouts, test hooks); no credentials here.
+    provider_options: dict[str, Any] = field(default_factory=dict)
     #: Kubeconfig to use; empty: in-cluster, else the usual KUBECONFIG / ~/.kube/config.
     kubeconfig: str = ""
-    #: The operator's own namespace (POD_NAMESPACE, from the Downward API); holds the HMAC key Secret.
-    operator_namespace: str = field(
-        default_factory=lambda: os.environ.get("POD_NAMESPACE") or "managed-secrets-system"
-    )
+    #: The operator's own namespace; holds the HMAC key Secret (see default_operator_namespace).
+    operator_namespace: str = field(default_factory=default_operator_namespace)
     #: Secret (created when absent) with the key of the restart annotations and of status.dataHash.
     hmac_key_secret: str = "managed-secrets-hmac-key"  # noqa: S105 - the name of a Secret
+
+    def __post_init__(self) -> None:
+        # A zero, negative or NaN backoff would retry failures in a tight loop against the store.
+        if not (math.isfinite(self.backoff_base) and 0 < self.backoff_base <= self.backoff_max):
+            raise ValueError(
+                f"backoff must satisfy 0 < base <= max (finite seconds), got base={self.backoff_base}"
+                f" max={self.backoff_max}"
+            )
+        if not math.isfinite(self.backoff_max):
+            raise ValueError(f"backoff max must be finite seconds, got {self.backoff_max}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -39,10 +84,10 @@ class OperatorConfig:
             namespaces=namespaces,
             log_level=_env("LOG_LEVEL", "INFO").upper(),
             log_format=_env("LOG_FORMAT", "text"),
-            metrics_port=int(_env("METRICS_PORT", "0")),
-            health_port=int(_env("HEALTH_PORT", "0")),
-            workers=int(_env("WORKERS", "32")),
-            backoff_base=float(_env("BACKOFF_BASE", "5")),
-            backoff_max=float(_env("BACKOFF_MAX", "300")),
+            metrics_port=_number("METRICS_PORT", "0", int),
+            health_port=_number("HEALTH_PORT", "0", int),
+            workers=_number("WORKERS", "32", int),
+            backoff_base=_number("BACKOFF_BASE", "5", float),
+            backoff_max=_number("BACKOFF_MAX", "300", float),
             kubeconfig=_env("KUBECONFIG", os.environ.get("KUBECONFIG", "")),
         )

@@ -188,8 +188,11 @@ class TestParameterStoreContract(ProviderContract):
         remote.put(key, "second")
         remote.moto.client("ssm").label_parameter_version(Name=key, ParameterVersion=1, Labels=["stable"])
         assert provider.fetch(RemoteKey(key, "stable")) == b"first"
-        with pytest.raises(RemoteKeyNotFound):
+        # The store answers ParameterNotFound for both; the operator tells them apart.
+        with pytest.raises(VersionNotFound):
             provider.fetch(RemoteKey(key, "no-such-label"))
+        with pytest.raises(RemoteKeyNotFound):
+            provider.fetch(RemoteKey(remote.new_key(), "stable"))
 
     def test_fetch_many(self, remote: ParameterStoreRemote, provider: SecretProvider) -> None:
         assert isinstance(provider, BatchingProvider)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -74,3 +76,41 @@ class OperatorRunner:
     @property
     def secret_writes(self) -> int:
         return sum(self.runtime.cluster.secret_writes.values())
+
+
+class AwsCalls:
+    """Every AWS API call of the session's operator: when (time.monotonic, the read cache's clock), which
+    operation, which secret or parameter names. Names only, never a value."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls: list[tuple[float, str, tuple[str, ...]]] = []
+
+    def _record(self, params: dict[str, Any], event_name: str, **_: Any) -> None:
+        names = (
+            params.get("SecretIdList")
+            or params.get("Names")
+            or [params.get("SecretId") or params.get("Name")]
+        )
+        with self._lock:
+            self.calls.append(
+                (time.monotonic(), event_name.rsplit(".", 1)[-1], tuple(str(n) for n in names if n))
+            )
+
+    def hooks(self) -> list[tuple[str, Callable[..., None]]]:
+        return [("provide-client-params", self._record)]
+
+    def reads(self, names: set[str], since: float = 0.0) -> dict[str, list[float]]:
+        """Read times of each of ``names`` (value reads: GetSecretValue, BatchGetSecretValue, GetParameter(s))."""
+        found: dict[str, list[float]] = {name: [] for name in names}
+        with self._lock:
+            calls = list(self.calls)
+        for at, operation, called in calls:
+            if at < since or not operation.startswith(
+                ("GetSecretValue", "BatchGetSecretValue", "GetParameter")
+            ):
+                continue
+            for name in called:
+                if name in found:
+                    found[name].append(at)
+        return found

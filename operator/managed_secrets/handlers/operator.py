@@ -19,7 +19,7 @@ from managed_secrets.config import OperatorConfig
 from managed_secrets.kube.cluster import GROUP, VERSION
 from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.managedsecret import BackendKind
-from managed_secrets.runtime.factory import Runtime, build_runtime, make_api_client
+from managed_secrets.runtime.factory import Runtime, build_runtime, make_api_client, verify_operator_namespace
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,7 @@ async def run_operator(
     holder: dict[str, Runtime] | None = None,
 ) -> None:
     pin_sdk_loggers()  # whoever embeds the operator, SDK body logging stays off
+    await asyncio.to_thread(verify_operator_namespace, config)  # StartupError: nothing was started
     holder = {} if holder is None else holder
     registry = build_registry(config, holder)
     await kopf.operator(

@@ -10,12 +10,19 @@ DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
+#: The longest duration any field takes: a year. Longer ones (up to 64 digits pass the pattern) would
+#: overflow ``timedelta``; the CRDs' CEL rules reject them too.
+MAX_DURATION = timedelta(hours=8760)
+
 
 def parse_duration(text: str) -> timedelta:
-    text = text.strip()
+    """``text`` as a duration; ValueError (never OverflowError) for anything malformed or over a year."""
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"invalid duration {text!r}: use a number with a unit, like 30s, 5m, 1h30m, or 0")
+    # A float holds any 64-character number (at most about 1e64 * 3600), so the bound is checked first.
     seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {text!r} is longer than {format_duration(MAX_DURATION)} (a year)")
     return timedelta(seconds=seconds)
 
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from managed_secrets.models.base import CamelModel
-from managed_secrets.models.duration import parse_duration
+from managed_secrets.models.duration import MAX_DURATION, format_duration, parse_duration
 
 
 class BackendKind(StrEnum):
@@ -28,11 +28,39 @@ class DeletionPolicy(StrEnum):
     RETAIN = "Retain"
 
 
+#: Shortest refresh interval: more often would turn one object into a stream of store reads. 0 (fetch
+#: once) is allowed. The CRD's CEL rule says the same.
+MIN_REFRESH_INTERVAL = timedelta(seconds=1)
+MAX_REFRESH_INTERVAL = MAX_DURATION
+#: A restart waits at most this long after a change (the CRD's CEL rule says the same).
+MAX_ROLLOUT_DEBOUNCE = timedelta(hours=1)
+
+
 def _duration(value: Any) -> Any:
-    return parse_duration(value) if isinstance(value, str) else value
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str):  # a bare number would be read as seconds: the CRD says string
+        raise ValueError("must be a duration string like 30s, 5m or 1h30m")  # noqa: TRY004 - pydantic wants ValueError
+    return parse_duration(value)
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+def _refresh_interval_bounds(value: timedelta) -> timedelta:
+    if value and not MIN_REFRESH_INTERVAL <= value <= MAX_REFRESH_INTERVAL:
+        raise ValueError(
+            f"must be 0 (fetch once) or from {format_duration(MIN_REFRESH_INTERVAL)}"
+            f" to {format_duration(MAX_REFRESH_INTERVAL)}"
+        )
+    return value
+
+
+def _debounce_bounds(value: timedelta) -> timedelta:
+    if value > MAX_ROLLOUT_DEBOUNCE:
+        raise ValueError(f"must be at most {format_duration(MAX_ROLLOUT_DEBOUNCE)}")
+    return value
+
+
+RefreshInterval = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_refresh_interval_bounds)]
+Debounce = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_debounce_bounds)]
 
 
 class BackendRef(CamelModel):
@@ -89,12 +117,12 @@ class RolloutTarget(CamelModel):
 class Rollout(CamelModel):
     targets: list[RolloutTarget] = Field(default_factory=list)
     auto: bool = False
-    debounce: Duration = timedelta(seconds=10)
+    debounce: Debounce = timedelta(seconds=10)
 
 
 class ManagedSecretSpec(CamelModel):
     backend_ref: BackendRef
-    refresh_interval: Duration = timedelta(hours=1)
+    refresh_interval: RefreshInterval = timedelta(hours=1)
     target: Target = Field(default_factory=Target)
     data: list[DataItem] = Field(default_factory=list)
     data_from: list[DataFromItem] = Field(default_factory=list)

@@ -123,6 +123,42 @@ _INVALID_CODES = frozenset(
 _STATUS_CODES = {401: "AccessDenied", 403: "AccessDenied", 404: "ResourceNotFoundException"}
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _CURRENT = "AWSCURRENT"
+#: Secrets Manager version ids (ClientRequestToken) are 32-64 characters; staging labels 1-256 (AWS
+#: checks them: an unknown label is VersionNotFound).
+_VERSION_ID = re.compile(r"[0-9A-Za-z-]{32,64}")
+_MAX_STAGING_LABEL = 256
+#: Parameter Store selectors: a version number from 1, or a label (letters, digits, '.', '-', '_'; not
+#: starting with a digit, 'aws' or 'ssm'; at most 100 characters).
+_PARAMETER_VERSION = re.compile(r"[1-9][0-9]{0,18}")
+_PARAMETER_LABEL = re.compile(r"[A-Za-z._-][A-Za-z0-9._-]{0,99}")
+
+
+def secrets_manager_version(version: str, where: str) -> dict[str, str]:
+    """GetSecretValue arguments for a pinned version: a version id (a UUID, or ``uuid/<id>``) or a
+    staging label; VersionNotFound before any read for what cannot be either."""
+    if version.startswith("uuid/"):
+        version_id = version.removeprefix("uuid/")
+        if not _VERSION_ID.fullmatch(version_id):
+            raise VersionNotFound(f"{where}: a version id is 32-64 letters, digits or '-'")
+        return {"VersionId": version_id}
+    if _UUID.fullmatch(version):
+        return {"VersionId": version}
+    if len(version) > _MAX_STAGING_LABEL or not version.isprintable() or version != version.strip():
+        raise VersionNotFound(f"{where}: a staging label is 1-256 printable characters")
+    return {"VersionStage": version}
+
+
+def parameter_selector(version: str, where: str) -> str:
+    """The ``name:selector`` suffix of a pinned Parameter Store version; VersionNotFound before any read
+    for what is neither a version number nor a label (0, 01, 1.5, a label with ':' or spaces)."""
+    if _PARAMETER_VERSION.fullmatch(version):
+        return version
+    if _PARAMETER_LABEL.fullmatch(version) and not version.lower().startswith(("aws", "ssm")):
+        return version
+    raise VersionNotFound(
+        f"{where}: a Parameter Store version is a number from 1 or a label (letters, digits, '.', '-', '_',"
+        " not starting with a digit, aws or ssm)"
+    )
 
 
 def _error_code(error: botocore.exceptions.ClientError) -> str:
@@ -375,19 +411,15 @@ class SecretsManagerProvider(_AWSProvider):
     max_batch = SECRETS_MANAGER_MAX_BATCH
 
     def fetch(self, ref: RemoteKey) -> bytes:
+        if ref.version is not None:  # refused before credentials are read or a client is built
+            secrets_manager_version(ref.version, f"{self._label}: {ref}")
         return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
 
     def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
         log.debug("%s: reading %s from Secrets Manager", self._label, ref)
         kwargs: dict[str, str] = {"SecretId": ref.key}
         if ref.version is not None:
-            version = ref.version
-            if version.startswith("uuid/"):
-                kwargs["VersionId"] = version.removeprefix("uuid/")
-            elif _UUID.match(version):
-                kwargs["VersionId"] = version
-            else:
-                kwargs["VersionStage"] = version
+            kwargs.update(secrets_manager_version(ref.version, f"{self._label}: {ref}"))
         try:
             response = self._translator.call(
                 lambda: client.get_secret_value(**kwargs), f"read {ref}", key=ref
@@ -474,20 +506,42 @@ class ParameterStoreProvider(_AWSProvider):
     service_name = "ssm"
     max_batch = PARAMETER_STORE_MAX_BATCH
 
-    @staticmethod
-    def _name(ref: RemoteKey) -> str:
-        return ref.key if ref.version is None else f"{ref.key}:{ref.version}"
+    def _name(self, ref: RemoteKey) -> str:
+        if ref.version is None:
+            return ref.key
+        return f"{ref.key}:{parameter_selector(ref.version, f'{self._label}: {ref}')}"
 
     def fetch(self, ref: RemoteKey) -> bytes:
+        self._name(ref)  # a malformed version is refused before credentials are read or a client is built
         return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
 
     def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
         log.debug("%s: reading %s from Parameter Store", self._label, ref)
-        # ParameterNotFound always means the name is missing; a missing version or label has its own codes.
-        response = self._translator.call(
-            lambda: client.get_parameter(Name=self._name(ref), WithDecryption=True), f"read {ref}"
-        )
+        name = self._name(ref)
+        try:
+            response = self._translator.call(
+                lambda: client.get_parameter(Name=name, WithDecryption=True), f"read {ref}", key=ref
+            )
+        except VersionNotFound:
+            # A missing label is ParameterNotFound, like a missing name: ask which one it is.
+            self._raise_missing_parameter(client, ref)
+            raise
         return str(response["Parameter"]["Value"]).encode()
+
+    def _raise_missing_parameter(self, client: Any, ref: RemoteKey) -> None:
+        """RemoteKeyNotFound when the parameter itself is missing (its metadata only, never its value);
+        when that cannot be told (no ssm:DescribeParameters), the version is what is reported missing."""
+        try:
+            found = self._translator.call(
+                lambda: client.describe_parameters(
+                    ParameterFilters=[{"Key": "Name", "Option": "Equals", "Values": [ref.key]}]
+                ),
+                f"describe {ref.key}",
+            )
+        except SyncError:
+            return
+        if not found.get("Parameters"):
+            raise RemoteKeyNotFound(f"{self._label}: read {ref}: key not found")
 
     def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
         results: dict[RemoteKey, bytes | SyncError] = {}

@@ -74,7 +74,8 @@ log = logging.getLogger(__name__)
 #: Key Vault object names: 1-127 characters, letters, digits and dashes.
 SECRET_NAME = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 SECRET_NAME_RULE = "Key Vault secret names are 1-127 characters: letters, digits and '-'"  # noqa: S105
-_VERSION = re.compile(r"^[0-9A-Za-z]{1,64}$")
+#: Key Vault version ids are 32 hexadecimal digits.
+_VERSION = re.compile(r"[0-9a-fA-F]{32}")
 DEFAULT_FEDERATION_AUDIENCE = "api://AzureADTokenExchange"
 
 
@@ -294,11 +295,12 @@ class AzureKeyVaultProvider:
         if not SECRET_NAME.match(name):
             raise InvalidSpec(f"{self._label}: key {name!r} is not a valid secret name: {SECRET_NAME_RULE}")
         version = ref.version
-        if version is not None and version.strip().lower() in ("", "latest"):
+        if version is not None and version.lower() == "latest":
             version = None
-        if version is not None and not _VERSION.match(version):
+        # Part of the request's path, so exactly a version id: no '/', no '..', no spaces.
+        if version is not None and not _VERSION.fullmatch(version):
             raise VersionNotFound(
-                f"{self._label}: {ref}: a version is a Key Vault version id (letters and digits) or 'latest'"
+                f"{self._label}: {ref}: a version is a Key Vault version id (32 hexadecimal digits) or 'latest'"
             )
         return name, version
 

@@ -62,6 +62,8 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SECRET_MANAGER_AUDIENCE = "https://secretmanager.googleapis.com/"  # noqa: S105 - a URL
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _FULL_NAME = re.compile(r"^projects/([^/]+)/secrets/([A-Za-z0-9_-]{1,255})$")
+#: A version number (from 1, no leading zero) or the alias latest.
+_VERSION = re.compile(r"latest|[1-9][0-9]{0,18}")
 _PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,127}$")
 
 
@@ -270,9 +272,10 @@ class GCPProvider:
                 f"{self._label}: key {ref.key!r} is not a secret id (letters, digits, '-' and '_', at most"
                 " 255) nor projects/<project>/secrets/<id>"
             )
-        version = (ref.version or "latest").strip()
-        if version != "latest" and not version.isdigit():
-            raise VersionNotFound(f"{self._label}: {ref}: version must be 'latest' or a number")
+        version = ref.version or "latest"
+        # Part of the resource name, so nothing but these two forms (no '/', no '..', no Unicode digits).
+        if not _VERSION.fullmatch(version):
+            raise VersionNotFound(f"{self._label}: {ref}: version must be 'latest' or a number from 1")
         return secret, f"{secret}/versions/{version}"
 
     def fetch(self, ref: RemoteKey) -> bytes:

@@ -12,6 +12,7 @@ import binascii
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -84,6 +85,16 @@ class VaultConfig(CamelModel):
 
 #: Renew a login token once this share of its lifetime has passed.
 RENEW_AT_FRACTION = 0.5
+#: KV v2 versions count from 1. Vault reads 0, negative numbers and some junk as "the latest version", so a
+#: pinned version must be exactly a positive number (no sign, no leading zero, no spaces) before any read.
+_KV2_VERSION = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def kv2_version(text: str, where: str) -> int:
+    """The KV v2 version ``text`` names; VersionNotFound for anything but a positive integer."""
+    if not _KV2_VERSION.fullmatch(text):
+        raise VersionNotFound(f"{where}: version {text!r} is not a KV v2 version (a number from 1)")
+    return int(text)
 
 
 class VaultProvider:
@@ -208,6 +219,7 @@ class VaultProvider:
     # -- reads ----------------------------------------------------------------------------------------
 
     def fetch(self, ref: RemoteKey) -> bytes:
+        self._version(ref)  # a malformed version is refused before anything is read, credentials included
         self._ensure_token()
         try:
             return self._read(ref)
@@ -222,24 +234,25 @@ class VaultProvider:
             self._ensure_token()
             return self._read(ref)
 
+    def _version(self, ref: RemoteKey) -> int | None:
+        """The pinned KV v2 version of ``ref`` (None: the latest); VersionNotFound when it cannot be one."""
+        if ref.version is None:
+            return None
+        if self._config.version is KVVersion.V1:
+            raise VersionNotFound(f"{self._label}: {ref.key}: KV v1 has no versions")
+        return kv2_version(ref.version, f"{self._label}: {ref.key}")
+
     def _read(self, ref: RemoteKey) -> bytes:
         mount = self._config.path.strip("/")
         path = ref.key.strip("/")
+        version = self._version(ref)
         if self._config.version is KVVersion.V1:
-            if ref.version is not None:
-                raise VersionNotFound(f"{self._label}: {ref.key}: KV v1 has no versions")
             response = self._call(
                 lambda: self._client.secrets.kv.v1.read_secret(path=path, mount_point=mount),
                 f"read {ref.key}",
             )
             data = response.get("data")
         else:
-            version: int | None = None
-            if ref.version is not None:
-                try:
-                    version = int(ref.version)
-                except ValueError:
-                    raise VersionNotFound(f"{self._label}: {ref.key}: version must be a number") from None
             response = self._call(
                 lambda: self._client.secrets.kv.v2.read_secret_version(
                     path=path, mount_point=mount, version=version, raise_on_deleted_version=True

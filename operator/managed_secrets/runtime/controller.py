@@ -49,7 +49,8 @@ class StatusWriter(Protocol):
 @dataclass(frozen=True)
 class ControllerSettings:
     workers: int = 32
-    #: Retry of transient failures: base * 2**n, capped, with full jitter.
+    #: Retry of transient failures: base * 2**n, capped (also by the object's refresh interval), with full
+    #: jitter.
     backoff_base: float = 5.0
     backoff_max: float = 300.0
     #: Refreshes are spread over +/- this share of the interval.
@@ -74,6 +75,8 @@ class _State:
     ready: bool | None = None
     #: When this object last synced, on the read cache's clock (None: not since the operator started).
     last_refresh: float | None = None
+    #: When its last failure was reported (same clock): a retry needs values read after it.
+    last_failure: float | None = None
 
 
 #: Called after each successful sync, before its status is written, with the status as it was; returns
@@ -170,6 +173,7 @@ class Controller:
         wanted = (kind, namespace, name)
         for key, state in self._states.items():
             if state.backend == wanted or (state.backend is None and state.ready is False):
+                state.failures = 0  # a changed backend is a new start: its retries begin short again
                 self._enqueue(key)
 
     def state_of(self, namespace: str, name: str) -> _State | None:
@@ -255,19 +259,20 @@ class Controller:
                 ref.name,
             )
             self._ensure_finalizer(state, needed=needs_finalizer(ms))
-            # A retry after a failure reads afresh: the cached value may be what failed (a missing property).
+            # A retry after a failure takes only values read after it (the cached value may be what failed,
+            # a missing property), but shares them: objects recovering together cost one read per key.
             result = self._reconciler.sync(
                 ms,
-                force=force or state.failures > 0,
-                last_refresh=state.last_refresh,
+                force=force,
+                last_refresh=_latest(state.last_refresh, state.last_failure),
                 target_known_absent=state.last_refresh is None and not current.get("secretName"),
             )
         except SyncError as error:
             metrics.SYNCS.labels("error", error.reason.value).inc()
             self._report_failure(state, current, generation, error)
-            if error.transient:
-                return self._backoff(state)
             interval = ms.spec.refresh_interval.total_seconds() if ms is not None else 0
+            if error.transient:
+                return self._backoff(state, interval)
             return self._jittered(interval) if interval > 0 else None
         except Exception as error:
             # Unexpected: report the kind only; the text of a foreign exception could hold a value.
@@ -275,7 +280,7 @@ class Controller:
             internal = SyncError(f"internal error ({type(error).__name__}); see the operator log")
             metrics.SYNCS.labels("error", Reason.INTERNAL_ERROR.value).inc()
             self._report_failure(state, current, generation, internal)
-            return self._backoff(state)
+            return self._backoff(state, ms.spec.refresh_interval.total_seconds() if ms is not None else 0)
         finally:
             metrics.SYNC_SECONDS.observe(time.perf_counter() - started)
         metrics.SYNCS.labels("success", Reason.SYNCED.value).inc()
@@ -336,6 +341,7 @@ class Controller:
         self, state: _State, current: Mapping[str, Any], generation: int, error: SyncError
     ) -> None:
         state.failures += 1
+        state.last_failure = self._clock()
         previous_reason = next(
             (c.get("reason") for c in current.get("conditions") or [] if c.get("type") == "Ready"), None
         )
@@ -380,11 +386,8 @@ class Controller:
         }
         self._writer.post_event(involved, reason=reason, message=message, type_=type_)
 
-    def _backoff(self, state: _State) -> float:
-        ceiling = min(
-            self._settings.backoff_max, self._settings.backoff_base * 2 ** max(state.failures - 1, 0)
-        )
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+    def _backoff(self, state: _State, interval: float = 0.0) -> float:
+        return backoff_delay(self._settings, state.failures, interval)
 
     def _jittered(self, interval: float) -> float:
         spread = self._settings.refresh_jitter
@@ -399,6 +402,25 @@ class Controller:
             metrics.MANAGED.labels("false").set(sum(1 for s in states if s.ready is False))
             metrics.MANAGED.labels("unknown").set(sum(1 for s in states if s.ready is None))
             await asyncio.sleep(5)
+
+
+def backoff_delay(settings: ControllerSettings, failures: int, interval: float = 0.0) -> float:
+    """Delay before retry number ``failures`` of a transient failure: ``base * 2**(failures-1)`` up to
+    ``backoff_max`` and, for an object that refreshes (``interval`` > 0), up to its refresh interval, so it
+    recovers within one interval of the store coming back. Full jitter (anywhere from 0 to that ceiling)
+    spreads the retries of objects that failed together, so a store coming back sees no thundering herd.
+    """
+    # Bounded: 2.0**1024 overflows a float, and an object failing for days must not crash its worker.
+    exponent = min(max(failures - 1, 0), 64)
+    ceiling = min(settings.backoff_max, settings.backoff_base * 2.0**exponent)
+    if interval > 0:
+        ceiling = min(ceiling, interval)
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+def _latest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
 
 
 def _finalizers(body: Mapping[str, Any]) -> list[str]:

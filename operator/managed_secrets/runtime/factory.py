@@ -14,6 +14,7 @@ from managed_secrets.config import OperatorConfig
 from managed_secrets.core.clients import ProviderPool
 from managed_secrets.core.reads import ReadCache
 from managed_secrets.core.reconcile import Reconciler
+from managed_secrets.errors import SyncError
 from managed_secrets.kube.cluster import KubeCluster
 from managed_secrets.kube.workloads import KubeWorkloads
 from managed_secrets.providers.registry import ProviderRegistry
@@ -35,6 +36,44 @@ def make_api_client(config: OperatorConfig) -> client.ApiClient:
     # One connection per worker thread, or urllib3 drops and reopens connections under load.
     configuration.connection_pool_maxsize = max(config.workers + 8, 16)
     return client.ApiClient(configuration)
+
+
+class StartupError(Exception):
+    """The operator cannot run as configured; the message says what to change."""
+
+
+def verify_operator_namespace(config: OperatorConfig) -> None:
+    """Read (or create) the HMAC key Secret in the operator's namespace once before starting: without it no
+    workload is ever restarted, which would otherwise show only as an error per sync. StartupError if not."""
+    where = f"{config.operator_namespace}/{config.hmac_key_secret}"
+    try:
+        api = make_api_client(config)
+    except kube_config.ConfigException as error:
+        raise StartupError(f"no Kubernetes configuration: {error}") from None
+    try:
+        ensure_hmac_key(KubeCluster(api), config.operator_namespace, config.hmac_key_secret)
+    except SyncError as error:
+        cause = error.message
+        if not _namespace_exists(api, config.operator_namespace):
+            cause = f"namespace {config.operator_namespace} does not exist"
+        raise StartupError(
+            f"cannot read or create the HMAC key Secret {where}: {cause}. Point --operator-namespace "
+            "(or MANAGED_SECRETS_OPERATOR_NAMESPACE, POD_NAMESPACE) at an existing namespace in which the "
+            "operator may get and create Secrets"
+        ) from None
+    finally:
+        api.close()
+
+
+def _namespace_exists(api: client.ApiClient, namespace: str) -> bool:
+    """False only when the API server says the namespace is not there (any other answer: unknown)."""
+    try:
+        client.CoreV1Api(api).read_namespace(namespace)
+    except client.ApiException as error:
+        return bool(error.status != 404)
+    except Exception:  # only used to word a message better
+        return True
+    return True
 
 
 @dataclass
