@@ -11,6 +11,7 @@ from dataclasses import replace
 from managed_secrets.config import OperatorConfig
 from managed_secrets.logsafety import configure_logging
 from managed_secrets.memory import limit_malloc_arenas
+from managed_secrets.providers.guard import EndpointAllowlist, EndpointError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +29,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--health-address", default="0.0.0.0", help="address for the health endpoint")  # noqa: S104
     run.add_argument("--workers", type=int, default=None, help="concurrent reconciles")
     run.add_argument("--kubeconfig", default=None)
+    run.add_argument(
+        "--allowed-store-endpoint",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a store endpoint credentials may be sent to, besides the public AWS, Azure and Google Cloud"
+        " endpoints: scheme://host[:port], '*' for one host label or for any port, e.g."
+        " https://vault.example.com:8200 (repeatable; env MANAGED_SECRETS_ALLOWED_STORE_ENDPOINTS)",
+    )
+    run.add_argument(
+        "--api-audience",
+        action="append",
+        default=[],
+        metavar="AUDIENCE",
+        help="an audience the Kubernetes API server accepts, never requested for a store token, besides"
+        " the well-known ones and those of the operator's own token (repeatable; env"
+        " MANAGED_SECRETS_API_AUDIENCES)",
+    )
+    run.add_argument(
+        "--allow-operator-identity-for-secretbackends",
+        action="store_true",
+        default=None,
+        help="let namespaced SecretBackends use the operator pod's own cloud identity (default: only"
+        " ClusterSecretBackends may)",
+    )
     check = commands.add_parser("check", help="validate manifests offline (for GitOps CI)")
     check.add_argument("files", nargs="+")
     return parser
@@ -49,8 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "health_port": args.health_port,
         "workers": args.workers,
         "kubeconfig": args.kubeconfig,
+        "allowed_store_endpoints": tuple(args.allowed_store_endpoint) or None,
+        "api_audiences": tuple(args.api_audience) or None,
+        "allow_operator_identity_for_secretbackends": args.allow_operator_identity_for_secretbackends,
     }
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        EndpointAllowlist.from_patterns(config.allowed_store_endpoints)
+    except EndpointError as error:
+        _parser().error(str(error))
     configure_logging(config.log_level, config.log_format)
     if config.metrics_port:
         from prometheus_client import start_http_server  # noqa: PLC0415
