@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from harness.controlplane import DEFAULT_CRD_DIR, ControlPlane, free_port  # noqa: E402
 from harness.openbao import OpenBao  # noqa: E402
+from managed_secrets.providers.guard import ALLOWED_BACKENDS_ANNOTATION as ALLOWED_BACKENDS  # noqa: E402
 
 GROUP, VERSION = "managedsecrets.io", "v1alpha1"
 CLIENT_THREADS = 16
@@ -71,6 +72,9 @@ class OperatorProcess:
             "--metrics-address",
             "127.0.0.1",
             *(["--workers", str(WORKERS)] if WORKERS else []),
+            # The bench's OpenBao listens on 127.0.0.1: the one store endpoint the token may go to.
+            "--allowed-store-endpoint",
+            "http://127.0.0.1:*",
         ]
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -328,7 +332,12 @@ def run_size(
 def create_backend(core: k8s.CoreV1Api, custom: k8s.CustomObjectsApi, bao: OpenBao, namespace: str) -> None:
     core.create_namespace({"metadata": {"name": namespace}})
     core.create_namespaced_secret(
-        namespace, {"metadata": {"name": "vault-token"}, "stringData": {"token": bao.root_token}}
+        namespace,
+        {
+            # Opted in for the SecretBackend below (docs/security.md).
+            "metadata": {"name": "vault-token", "annotations": {ALLOWED_BACKENDS: "SecretBackend/vault"}},
+            "stringData": {"token": bao.root_token},
+        },
     )
     custom.create_namespaced_custom_object(
         GROUP,

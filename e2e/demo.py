@@ -90,7 +90,11 @@ def main() -> int:
         env = {**os.environ, "KUBECONFIG": str(cp.operator_kubeconfig)}
         with log_path.open("w") as log_file:
             operator = subprocess.Popen(
-                [sys.executable, "-m", "managed_secrets", "run", "--log-level", "INFO"],
+                [
+                    *(sys.executable, "-m", "managed_secrets", "run", "--log-level", "INFO"),
+                    # OpenBao is the one store endpoint the operator may send the token to.
+                    f"--allowed-store-endpoint={bao.addr}",
+                ],
                 env=env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -166,7 +166,9 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KindClust
             helm, "upgrade", "--install", RELEASE, str(REPO / "charts" / "managed-secrets"),
             "--kubeconfig", str(kubeconfig), "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
             "--set", f"image.repository={IMAGE_REPOSITORY}", "--set", f"image.tag={IMAGE_TAG}",
-            "--set", "image.pullPolicy=Never", "--set", "logLevel=DEBUG", "--wait", "--timeout", "300s",
+            "--set", "image.pullPolicy=Never", "--set", "logLevel=DEBUG",
+            "--set", f"security.allowedStoreEndpoints[0]={cluster.vault_server}",
+            "--wait", "--timeout", "300s",
         )  # fmt: skip
         yield cluster
     finally:

@@ -24,7 +24,7 @@ from harness.controlplane import (
 )
 from harness.openbao import OpenBao
 from harness.operator import AwsCalls, OperatorRunner
-from kube import Kube
+from kube import Kube, allowed_for
 from managed_secrets.config import OperatorConfig
 
 
@@ -78,6 +78,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 # -- the operator under test -----------------------------------------------------------------------------------
 
+#: Store endpoints the test operators may send credentials to: the local test servers.
+TEST_STORE_ENDPOINTS = ("http://127.0.0.1:*", "https://127.0.0.1:*")
+
 
 @pytest.fixture(scope="session")
 def aws_calls() -> AwsCalls:
@@ -91,7 +94,8 @@ def operator(
     """One operator for the session, clusterwide, with the operator's own (RBAC-limited) identity.
 
     Retries are fast here (backoff from 0.3 s, at most 2 s) so recovery tests finish quickly. Its AWS calls
-    are recorded in ``aws_calls``.
+    are recorded in ``aws_calls``. Every test server listens on 127.0.0.1, so that is the allowed store
+    endpoint (any port); attacks use other hosts.
     """
     config = OperatorConfig(
         provider_options={"aws_event_hooks": aws_calls.hooks()},
@@ -101,6 +105,7 @@ def operator(
         backoff_base=0.3,
         backoff_max=2.0,
         log_level="DEBUG",
+        allowed_store_endpoints=TEST_STORE_ENDPOINTS,
     )
     runner = OperatorRunner(config).start()
     yield runner
@@ -114,8 +119,10 @@ def kube(admin_api: k8s.ApiClient) -> Kube:
 
 @pytest.fixture
 def vault_backend(openbao: OpenBao, kube: Kube, namespace: str) -> str:
-    """A SecretBackend `vault` in the test's namespace using OpenBao's KV v2 with a token."""
-    kube.create_secret(namespace, "vault-token", {"token": openbao.root_token})
+    """A SecretBackend `vault` in the test's namespace using OpenBao's KV v2 with a token (opted in)."""
+    kube.create_secret(
+        namespace, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
+    )
     kube.create_backend(
         namespace,
         "vault",

@@ -13,6 +13,14 @@ from kubernetes.client.exceptions import ApiException
 GROUP = "managedsecrets.io"
 VERSION = "v1alpha1"
 T = TypeVar("T")
+#: The owner's opt-in of a credential Secret or ServiceAccount (managed_secrets.providers.guard).
+ALLOWED_BACKENDS = "managedsecrets.io/allowed-backends"
+
+
+def allowed_for(*backends: str) -> dict[str, str]:
+    """Annotations opting a credential in for these backends (``name``: a SecretBackend of its namespace,
+    ``ClusterSecretBackend/name``)."""
+    return {ALLOWED_BACKENDS: ",".join(backends)}
 
 
 def wait_for(
@@ -114,13 +122,31 @@ class Kube:
         data: Mapping[str, str],
         labels: Mapping[str, str] | None = None,
         type_: str = "Opaque",
+        annotations: Mapping[str, str] | None = None,
     ) -> None:
         body = k8s.V1Secret(
-            metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=dict(labels or {})),
+            metadata=k8s.V1ObjectMeta(
+                name=name, namespace=namespace, labels=dict(labels or {}), annotations=dict(annotations or {})
+            ),
             string_data=dict(data),
             type=type_,
         )
         self.core.create_namespaced_secret(namespace, body)
+
+    def create_service_account(
+        self, namespace: str, name: str, annotations: Mapping[str, str] | None = None
+    ) -> None:
+        self.core.create_namespaced_service_account(
+            namespace, {"metadata": {"name": name, "annotations": dict(annotations or {})}}
+        )
+
+    def annotate(self, kind: str, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Merge-patch annotations of a Secret or ServiceAccount (None removes one)."""
+        patch = {"metadata": {"annotations": dict(annotations)}}
+        if kind == "Secret":
+            self.core.patch_namespaced_secret(name, namespace, patch)
+        else:
+            self.core.patch_namespaced_service_account(name, namespace, patch)
 
     def secret(self, namespace: str, name: str) -> k8s.V1Secret | None:
         try:

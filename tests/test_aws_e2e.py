@@ -16,7 +16,7 @@ import pytest
 
 from harness.moto_server import MotoServer
 from harness.operator import AwsCalls, OperatorRunner
-from kube import Kube, wait_for
+from kube import Kube, allowed_for, wait_for
 
 pytestmark = [pytest.mark.cluster]
 
@@ -30,7 +30,10 @@ def moto() -> Iterator[MotoServer]:
 def aws_backend(kube: Kube, moto: MotoServer, namespace: str) -> None:
     assert moto.reader is not None
     kube.create_secret(
-        namespace, "aws-creds", {"id": moto.reader.access_key_id, "secret": moto.reader.secret_access_key}
+        namespace,
+        "aws-creds",
+        {"id": moto.reader.access_key_id, "secret": moto.reader.secret_access_key},
+        annotations=allowed_for("aws"),
     )
     kube.create_backend(
         namespace,

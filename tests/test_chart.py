@@ -33,9 +33,10 @@ from harness.helm import CHART_DIR, Helm, build_helm
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
 from managed_secrets.config import OperatorConfig
+from managed_secrets.providers.guard import ALLOWED_BACKENDS_ANNOTATION as ALLOWED_BACKENDS
 
 RBAC_RULES = yaml.safe_load((CHART_DIR / "files" / "rbac-rules.yaml").read_text())
-CLUSTER_SCOPED = {"namespaces", "clustersecretbackends", "customresourcedefinitions"}
+CLUSTER_SCOPED = {"namespaces", "clustersecretbackends", "customresourcedefinitions", "tokenreviews"}
 RESTRICTED = "restricted"
 
 
@@ -146,9 +147,17 @@ def test_namespaced_mode_uses_roles(helm: Helm) -> None:
         "team-b",
     ]
     cluster_rules = one(docs, "ClusterRole")["rules"]
-    # The ClusterRole keeps only what a Role cannot grant: reads of cluster-scoped resources.
+    # The ClusterRole keeps only what a Role cannot grant: reads of cluster-scoped resources, and
+    # TokenReviews (a question to the API server, which writes nothing).
     assert {resource for _, resource, _ in flatten(cluster_rules)} <= CLUSTER_SCOPED
-    assert {verb for _, _, verb in flatten(cluster_rules)} <= {"get", "list", "watch"}
+    assert {verb for _, resource, verb in flatten(cluster_rules) if resource != "tokenreviews"} <= {
+        "get",
+        "list",
+        "watch",
+    }
+    assert {(g, r, v) for g, r, v in flatten(cluster_rules) if r == "tokenreviews"} == {
+        ("authentication.k8s.io", "tokenreviews", "create")
+    }
     for role in roles:
         assert not {resource.split("/")[0] for _, resource, _ in flatten(role["rules"])} & CLUSTER_SCOPED
         # Together they grant exactly the rules file, no more and no less.
@@ -191,6 +200,27 @@ def test_overrides(helm: Helm) -> None:
     assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}
 
 
+def test_security_values_become_flags(helm: Helm) -> None:
+    assert not any(
+        a.startswith(("--allowed-store", "--api-audience", "--allow-operator"))
+        for a in container(helm.render())["args"]
+    )
+    docs = helm.render(
+        {
+            "security": {
+                "allowedStoreEndpoints": ["https://vault.example.com:8200", "https://*.vault.example.com"],
+                "apiAudiences": ["https://kubernetes.example"],
+                "allowOperatorIdentityForSecretBackends": True,
+            }
+        }
+    )
+    args = container(docs)["args"]
+    assert "--allowed-store-endpoint=https://vault.example.com:8200" in args
+    assert "--allowed-store-endpoint=https://*.vault.example.com" in args
+    assert "--api-audience=https://kubernetes.example" in args
+    assert "--allow-operator-identity-for-secretbackends" in args
+
+
 def test_service_monitor_toggle(helm: Helm) -> None:
     assert not by_kind(helm.render(), "ServiceMonitor")
     docs = helm.render(
@@ -221,6 +251,13 @@ def test_service_monitor_toggle(helm: Helm) -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"metrics": {"serviceMonitor": {"interval": "30 seconds"}}}, "/metrics/serviceMonitor/interval"),
+        ({"security": {"allowedStoreEndpoints": ["vault.example.com"]}}, "/security/allowedStoreEndpoints/0"),
+        (
+            {"security": {"allowedStoreEndpoints": ["https://user@vault.example.com/"]}},
+            "/security/allowedStoreEndpoints/0",
+        ),
+        ({"security": {"allowOperatorIdentityForSecretBackends": "yes"}}, "/security/allowOperatorIdentity"),
+        ({"security": {"allowedEndpoints": []}}, "allowedEndpoints"),
     ],
     ids=lambda v: json.dumps(v) if isinstance(v, dict) else None,
 )
@@ -361,7 +398,11 @@ def _sync_with_chart_identity(
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": "vault-token", "namespace": app_ns},
+                "metadata": {
+                    "name": "vault-token",
+                    "namespace": app_ns,
+                    "annotations": {ALLOWED_BACKENDS: "SecretBackend/vault"},
+                },
                 "data": {"token": token},
             },
             {
@@ -397,6 +438,7 @@ def _sync_with_chart_identity(
         backoff_base=0.3,
         backoff_max=2.0,
         log_level="DEBUG",
+        allowed_store_endpoints=(openbao.addr,),
     )
     runner = OperatorRunner(config).start()
     try:

@@ -9,7 +9,7 @@ import pytest
 
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube
+from kube import Kube, allowed_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
 
@@ -134,7 +134,7 @@ def test_backend_not_found_then_created(
     )
     cond = kube.wait_ready(namespace, "app", "False", "BackendNotFound")
     assert "later" in cond["message"]
-    kube.create_secret(namespace, "tok", {"token": openbao.root_token})
+    kube.create_secret(namespace, "tok", {"token": openbao.root_token}, annotations=allowed_for("later"))
     kube.create_backend(
         namespace,
         "later",
@@ -184,7 +184,12 @@ def test_cluster_backend_admits_only_listed_namespaces(
     operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str
 ) -> None:
     name = f"shared-{namespace}"
-    kube.create_secret(namespace, "tok", {"token": openbao.root_token})
+    kube.create_secret(
+        namespace,
+        "tok",
+        {"token": openbao.root_token},
+        annotations=allowed_for(f"ClusterSecretBackend/{name}"),
+    )
     kube.create_cluster_backend(
         name,
         {

@@ -7,7 +7,7 @@ import pytest
 from harness.controlplane import ControlPlane
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube
+from kube import Kube, allowed_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
 
@@ -30,8 +30,9 @@ def test_kubernetes_auth_with_token_request_and_token_reuse(
         bound_sa_names=["vault-reader"],
         bound_sa_namespaces=[namespace],
         policies=["ms-read"],
+        audience="vault",  # the operator's default audience for Vault; never the API server's
     )
-    kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": "vault-reader"}})
+    kube.create_service_account(namespace, "vault-reader", annotations=allowed_for("k8s-auth"))
     openbao.client().secrets.kv.v2.create_or_update_secret(
         path=f"{namespace}/k8s", secret={"v": "via-k8s"}, mount_point="secret"
     )
@@ -81,8 +82,9 @@ def test_kubernetes_auth_refused_for_an_unbound_service_account(
         bound_sa_names=["someone-else"],
         bound_sa_namespaces=[namespace],
         policies=["ms-read"],
+        audience="vault",
     )
-    kube.core.create_namespaced_service_account(namespace, {"metadata": {"name": "intruder"}})
+    kube.create_service_account(namespace, "intruder", annotations=allowed_for("k8s-auth"))
     kube.create_backend(
         namespace,
         "k8s-auth",
@@ -110,7 +112,7 @@ def test_kubernetes_auth_refused_for_an_unbound_service_account(
 def test_approle_auth(operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str) -> None:
     openbao.write_policy("ms-read", READ_POLICY)
     role_id, secret_id = openbao.enable_approle(mount="approle", role="ms", policies=["ms-read"])
-    kube.create_secret(namespace, "approle", {"secret-id": secret_id})
+    kube.create_secret(namespace, "approle", {"secret-id": secret_id}, annotations=allowed_for("ar"))
     openbao.client().secrets.kv.v2.create_or_update_secret(
         path=f"{namespace}/ar", secret={"v": "via-approle"}, mount_point="secret"
     )
@@ -141,6 +143,7 @@ def test_kv_v1_and_version_pinning(
     operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
 ) -> None:
     openbao.enable_kv_v1("kv1")
+    kube.annotate("Secret", namespace, "vault-token", allowed_for("vault", "v1"))  # shared by two backends
     openbao.client().secrets.kv.v1.create_or_update_secret(
         path=f"{namespace}/one", secret={"v": "kv1-value"}, mount_point="kv1"
     )

@@ -12,6 +12,7 @@ from dataclasses import replace
 from managed_secrets.config import OperatorConfig
 from managed_secrets.logsafety import configure_logging
 from managed_secrets.memory import limit_malloc_arenas
+from managed_secrets.providers.guard import EndpointAllowlist, EndpointError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +38,31 @@ def _parser() -> argparse.ArgumentParser:
         "in-cluster service account's namespace, else managed-secrets-system. Checked at start: when the "
         "operator can neither read nor create that Secret there, it exits with status 1",
     )
+    run.add_argument(
+        "--allowed-store-endpoint",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a store endpoint credentials may be sent to, besides the public AWS, Azure and Google Cloud"
+        " endpoints: scheme://host[:port], '*' for one host label or for any port, e.g."
+        " https://vault.example.com:8200 (repeatable; env MANAGED_SECRETS_ALLOWED_STORE_ENDPOINTS)",
+    )
+    run.add_argument(
+        "--api-audience",
+        action="append",
+        default=[],
+        metavar="AUDIENCE",
+        help="an audience the Kubernetes API server accepts, never requested for a store token, besides"
+        " the well-known ones and those of the operator's own token (repeatable; env"
+        " MANAGED_SECRETS_API_AUDIENCES)",
+    )
+    run.add_argument(
+        "--allow-operator-identity-for-secretbackends",
+        action="store_true",
+        default=None,
+        help="let namespaced SecretBackends use the operator pod's own cloud identity (default: only"
+        " ClusterSecretBackends may)",
+    )
     check = commands.add_parser("check", help="validate manifests offline (for GitOps CI)")
     check.add_argument("files", nargs="+")
     return parser
@@ -54,6 +80,9 @@ def _config(args: argparse.Namespace) -> OperatorConfig:
         "workers": args.workers,
         "kubeconfig": args.kubeconfig,
         "operator_namespace": args.operator_namespace,
+        "allowed_store_endpoints": tuple(args.allowed_store_endpoint) or None,
+        "api_audiences": tuple(args.api_audience) or None,
+        "allow_operator_identity_for_secretbackends": args.allow_operator_identity_for_secretbackends,
     }
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -68,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
     try:
         config = _config(args)
+        EndpointAllowlist.from_patterns(config.allowed_store_endpoints)
+    except EndpointError as error:
+        parser.error(str(error))
     except ValueError as error:  # a malformed flag or MANAGED_SECRETS_* variable: usage, not a traceback
         parser.error(str(error))
     configure_logging(config.log_level, config.log_format)

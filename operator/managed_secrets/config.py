@@ -45,6 +45,10 @@ def default_operator_namespace(
     return from_file or DEFAULT_OPERATOR_NAMESPACE
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(item for item in _env(name, "").replace(",", " ").split() if item)
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     #: Namespaces to watch; empty means the whole cluster.
@@ -64,6 +68,15 @@ class OperatorConfig:
     operator_namespace: str = field(default_factory=default_operator_namespace)
     #: Secret (created when absent) with the key of the restart annotations and of status.dataHash.
     hmac_key_secret: str = "managed-secrets-hmac-key"  # noqa: S105 - the name of a Secret
+    #: Store endpoints (scheme://host[:port], ``*`` for one host label or any port) credentials may be
+    #: sent to, besides the public cloud endpoints built in (providers/guard.py).
+    allowed_store_endpoints: tuple[str, ...] = ()
+    #: Audiences the Kubernetes API server accepts, never requested for a store, besides the well-known
+    #: ones and those of the operator's own token (a TokenReview checks every token as well).
+    api_audiences: tuple[str, ...] = ()
+    #: Let namespaced SecretBackends use the operator pod's own cloud identity (default: only
+    #: ClusterSecretBackends may).
+    allow_operator_identity_for_secretbackends: bool = False
 
     def __post_init__(self) -> None:
         # A zero, negative or NaN backoff would retry failures in a tight loop against the store.
@@ -79,9 +92,8 @@ class OperatorConfig:
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
-        namespaces = tuple(n for n in _env("NAMESPACES", "").replace(",", " ").split() if n)
         return cls(
-            namespaces=namespaces,
+            namespaces=_env_list("NAMESPACES"),
             log_level=_env("LOG_LEVEL", "INFO").upper(),
             log_format=_env("LOG_FORMAT", "text"),
             metrics_port=_number("METRICS_PORT", "0", int),
@@ -90,4 +102,10 @@ class OperatorConfig:
             backoff_base=_number("BACKOFF_BASE", "5", float),
             backoff_max=_number("BACKOFF_MAX", "300", float),
             kubeconfig=_env("KUBECONFIG", os.environ.get("KUBECONFIG", "")),
+            allowed_store_endpoints=_env_list("ALLOWED_STORE_ENDPOINTS"),
+            api_audiences=_env_list("API_AUDIENCES"),
+            allow_operator_identity_for_secretbackends=_env(
+                "ALLOW_OPERATOR_IDENTITY_FOR_SECRETBACKENDS", "false"
+            ).lower()
+            in ("1", "true", "yes"),
         )

@@ -26,6 +26,8 @@ class Reason(StrEnum):
     PROVIDER_NOT_INSTALLED = "ProviderNotInstalled"
     WRITE_FAILED = "WriteFailed"
     INTERNAL_ERROR = "InternalError"
+    ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
+    CREDENTIAL_NOT_ALLOWED = "CredentialNotAllowed"
 
 
 class SyncError(Exception):
@@ -108,3 +110,18 @@ class ProviderNotInstalled(SyncError):
 class WriteFailed(SyncError):
     reason = Reason.WRITE_FAILED
     transient = True
+
+
+class EndpointNotAllowed(InvalidBackend):
+    """A backend would send credentials to an endpoint outside the operator's allowlist."""
+
+    reason = Reason.ENDPOINT_NOT_ALLOWED
+
+
+class CredentialNotAllowed(AuthFailed):
+    """A credential (Secret, ServiceAccount, the operator's own identity) is not opted in for a backend.
+
+    Transient: its owner may add the mark at any time, without an event the operator watches.
+    """
+
+    reason = Reason.CREDENTIAL_NOT_ALLOWED

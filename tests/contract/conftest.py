@@ -16,10 +16,29 @@ from harness.gcp_emulator import GcpSecretManagerEmulator
 from harness.lowkey import KeyVaultServer
 from harness.moto_server import MotoServer
 from managed_secrets.errors import AuthFailed
-from managed_secrets.providers.base import ProviderContext, SecretProvider
+from managed_secrets.models.managedsecret import BackendKind
+from managed_secrets.providers.base import CredentialValue, ProviderContext, SecretProvider
+from managed_secrets.providers.guard import (
+    ALLOWED_BACKENDS_ANNOTATION,
+    BackendName,
+    CredentialPolicy,
+    EndpointAllowlist,
+)
 from managed_secrets.providers.registry import ProviderRegistry
 
 NAMESPACE = "team-a"
+#: The test servers all listen on 127.0.0.1: the allowed store endpoints of these contexts.
+CONTRACT_POLICY = CredentialPolicy(
+    endpoints=EndpointAllowlist.from_patterns(["http://127.0.0.1:*", "https://127.0.0.1:*"]),
+    # The contract tests read with the test process's own identity too (default chains, token files).
+    operator_identity_for_secretbackends=True,
+)
+#: Every credential of InMemoryCredentials is opted in for the backends make_provider builds.
+OPTED_IN = {
+    ALLOWED_BACKENDS_ANNOTATION: ",".join(
+        f"{kind.value}/{name}-test" for kind in BackendKind for name in ("vault", "aws", "gcp", "azure")
+    )
+}
 
 SecretValue = bytes | str | Callable[[], bytes | str]
 
@@ -42,7 +61,7 @@ class InMemoryCredentials:
         self.token_requests: list[tuple[str, str, tuple[str, ...]]] = []
         self._lock = threading.Lock()
 
-    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
+    def read_secret_key(self, namespace: str, name: str, key: str) -> CredentialValue:
         with self._lock:
             self.reads.append((namespace, name, key))
         value = self.secrets.get((namespace, name, key))
@@ -50,7 +69,12 @@ class InMemoryCredentials:
             raise AuthFailed(f"Secret {namespace}/{name} has no key {key!r}")
         if callable(value):
             value = value()
-        return value.encode() if isinstance(value, str) else value
+        return CredentialValue(OPTED_IN, value.encode() if isinstance(value, str) else value)
+
+    def service_account_annotations(self, namespace: str, name: str) -> Mapping[str, str]:
+        if (namespace, name) not in self.tokens:
+            raise AuthFailed(f"ServiceAccount {namespace}/{name} not found")
+        return OPTED_IN
 
     def request_token(self, namespace: str, service_account: str, audiences: Sequence[str]) -> str:
         with self._lock:
@@ -68,13 +92,17 @@ def make_provider(
     options: Mapping[str, Any] | None = None,
     *,
     namespace: str | None = NAMESPACE,
+    policy: CredentialPolicy | None = None,
 ) -> SecretProvider:
     """A provider built the way the runtime builds one: through the registry's lazy factory."""
+    kind = BackendKind.SECRET_BACKEND if namespace else BackendKind.CLUSTER_SECRET_BACKEND
     context = ProviderContext(
         credentials=credentials or InMemoryCredentials(),
         default_namespace=namespace,
-        backend_label=f"SecretBackend {namespace}/{name}-test",
+        backend_label=f"{kind.value} {namespace + '/' if namespace else ''}{name}-test",
         options=dict(options or {}),
+        backend=BackendName(kind, f"{name}-test"),
+        policy=policy or CONTRACT_POLICY,
     )
     return ProviderRegistry(load_entry_points=False).factory(name)(config, context)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from managed_secrets.models.backend import Backend
 from managed_secrets.providers.base import CredentialSource, ProviderContext, SecretProvider
+from managed_secrets.providers.guard import BackendName, CredentialPolicy
 from managed_secrets.providers.registry import ProviderRegistry
 
 log = logging.getLogger(__name__)
@@ -20,10 +21,12 @@ class ProviderPool:
         registry: ProviderRegistry,
         credentials: CredentialSource,
         options: Mapping[str, Any] | None = None,
+        policy: CredentialPolicy | None = None,
     ) -> None:
         self._registry = registry
         self._credentials = credentials
         self._options = dict(options or {})
+        self._policy = policy or CredentialPolicy()
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[tuple[str, str, int], SecretProvider]] = {}
         self._building: dict[str, threading.Lock] = {}
@@ -46,6 +49,8 @@ class ProviderPool:
                 default_namespace=backend.default_namespace,
                 backend_label=name,
                 options=self._options,
+                backend=BackendName(backend.id.kind, backend.id.name),
+                policy=self._policy,
             )
             client = factory(backend.config, context)
             with self._lock:

@@ -24,6 +24,8 @@ from managed_secrets.kube.raw import read_json, release
 from managed_secrets.models.backend import Backend
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecretRef
 from managed_secrets.models.parse import parse_backend
+from managed_secrets.providers.base import CredentialValue
+from managed_secrets.providers.guard import TOKEN_EXPIRATION_SECONDS, issued_token_refusal
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ class KubeCluster:
         self._api = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self._authn = client.AuthenticationV1Api(api_client)
         self._clock = clock
         self._namespace_cache: dict[str, tuple[float, dict[str, str]]] = {}
         #: Backends as last seen by the operator's watch; a miss falls back to a GET.
@@ -243,7 +246,7 @@ class KubeCluster:
 
     # -- CredentialSource --------------------------------------------------------------------------------
 
-    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
+    def read_secret_key(self, namespace: str, name: str, key: str) -> CredentialValue:
         try:
             response = self._core.read_namespaced_secret(name, namespace, _preload_content=False)
         except ApiException as error:
@@ -252,27 +255,64 @@ class KubeCluster:
             raise errors.AuthFailed(
                 f"reading credentials Secret {namespace}/{name}: {describe_api_error(error)}"
             ) from None
-        data = self._json(response).get("data") or {}
-        if key not in data:
-            raise errors.AuthFailed(f"credentials Secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(data[key])
+        body = self._json(response)
+        data = body.get("data") or {}
+        annotations = dict((body.get("metadata") or {}).get("annotations") or {})
+        value = base64.b64decode(data[key]) if key in data else None
+        return CredentialValue(annotations=annotations, value=value)
+
+    def service_account_annotations(self, namespace: str, name: str) -> Mapping[str, str]:
+        try:
+            response = self._core.read_namespaced_service_account(name, namespace, _preload_content=False)
+        except ApiException as error:
+            if error.status == 404:
+                raise errors.AuthFailed(f"ServiceAccount {namespace}/{name} not found") from None
+            raise errors.AuthFailed(
+                f"reading ServiceAccount {namespace}/{name}: {describe_api_error(error)}"
+            ) from None
+        return dict((self._json(response).get("metadata") or {}).get("annotations") or {})
 
     def request_token(self, namespace: str, service_account: str, audiences: Sequence[str]) -> str:
+        """A TokenRequest token for exactly ``audiences``, released only after three checks: its ``aud``
+        is what was asked, it lives no longer than asked, and the API server itself refuses it."""
+        what = f"TokenRequest for ServiceAccount {namespace}/{service_account}"
+        if not audiences:  # an empty list would mean the API server's own audiences
+            raise errors.InvalidBackend(f"{what}: no audience")
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
-            "spec": {"audiences": list(audiences) or None, "expirationSeconds": 600},
+            "spec": {"audiences": list(audiences), "expirationSeconds": TOKEN_EXPIRATION_SECONDS},
         }
         try:
             response = self._core.create_namespaced_service_account_token(
                 service_account, namespace, body, _preload_content=False
             )
         except ApiException as error:
-            raise errors.AuthFailed(
-                f"TokenRequest for ServiceAccount {namespace}/{service_account}: {describe_api_error(error)}"
-            ) from None
+            raise errors.AuthFailed(f"{what}: {describe_api_error(error)}") from None
         token: str = self._json(response)["status"]["token"]
+        refusal = issued_token_refusal(token, audiences, TOKEN_EXPIRATION_SECONDS)
+        if refusal is not None:
+            raise errors.AuthFailed(f"{what}: {refusal}; not used")
+        if self._api_server_accepts(token, what):
+            raise errors.InvalidBackend(
+                f"{what}: the Kubernetes API server accepts a token for audience {', '.join(audiences)},"
+                " so it would work against the Kubernetes API; not used: set serviceAccountRef.audiences"
+                " to an audience only the store accepts"
+            )
         return token
+
+    def _api_server_accepts(self, token: str, what: str) -> bool:
+        """TokenReview without audiences: would the API server authenticate this token for itself?"""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        try:
+            response = self._authn.create_token_review(review, _preload_content=False)
+        except ApiException as error:
+            # Fail closed: without the answer the token is not handed to anybody.
+            raise errors.AuthFailed(
+                f"{what}: cannot check that the API server refuses the token (TokenReview:"
+                f" {describe_api_error(error)})"
+            ) from None
+        return bool((self._json(response).get("status") or {}).get("authenticated"))
 
     # -- ManagedSecret status and events -----------------------------------------------------------------
 

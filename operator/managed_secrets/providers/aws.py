@@ -2,9 +2,13 @@
 
 Auth, in this order: static keys from a Secret (optionally with a session token), a projected
 service-account token exchanged with STS AssumeRoleWithWebIdentity (IRSA), else the default credential
-chain of the operator's pod. ``role`` (with an optional ``externalID``) is then assumed on top of the
-static keys or the default chain. Temporary credentials are refreshed by botocore shortly before they
-expire, never on every read.
+chain of the operator's pod (ClusterSecretBackends only, unless the operator allows it for every
+SecretBackend). ``role`` (with an optional ``externalID``) is then assumed on top of the static keys or
+the default chain. Temporary credentials are refreshed by botocore shortly before they expire, never on
+every read.
+
+Endpoints: the service's and STS's, as botocore resolves them (``endpoint`` overrides both), must be
+allowed store endpoints; they are checked when the provider is built, before any credential is read.
 
 Versions: Secrets Manager takes a staging label (``AWSCURRENT``, ``AWSPREVIOUS``, any custom label) or a
 version id (a UUID, or any id written as ``uuid/<id>``); Parameter Store takes a version number or a
@@ -248,6 +252,32 @@ class _Session:
         )
         self.event_hooks: list[tuple[str, Callable[..., Any]]] = list(options.get("aws_event_hooks", ()))
 
+    def check_endpoints(self, service: str) -> None:
+        """Every endpoint credentials will reach, before any is read; then the operator-identity rule."""
+        services = [service, "sts"] if self._config.role else [service]
+        for name in services:
+            self._context.check_endpoint(self._endpoint_url(name), f"aws endpoint of {name}")
+        auth = self._config.auth
+        if auth is None or (auth.secret_ref is None and auth.jwt is None):
+            self._context.use_operator_identity("aws.auth (the default credential chain)")
+
+    def _endpoint_url(self, service: str) -> str:
+        """The URL botocore will call for ``service``: the override, else the region's (an unsigned
+        client is built only to ask botocore; it sends nothing)."""
+        if self._config.endpoint:
+            return self._config.endpoint
+        config = self._botocore_config.merge(Config(signature_version=botocore.UNSIGNED))
+        client = self._translator.call(
+            lambda: boto3.Session(region_name=self._config.region).client(
+                cast("Any", service), config=config
+            ),
+            f"resolve the {service} endpoint",
+        )
+        try:
+            return str(client.meta.endpoint_url)
+        finally:
+            client.close()
+
     def client(self, service: str) -> Any:
         return self._make_client(self._session(), service, self._botocore_config)
 
@@ -373,6 +403,7 @@ class _AWSProvider:
         self._label = context.backend_label
         self._translator = _Translator(self._label)
         self._session = _Session(config, context, self._translator)
+        self._session.check_endpoints(self.service_name)
         self._lock = threading.Lock()
         self._client: Any = None
         self._static_keys = config.auth is not None and config.auth.secret_ref is not None

@@ -13,6 +13,12 @@ Auth (``authType``):
 Remote keys are secret names (1-127 letters, digits and dashes); versions are version ids, or
 ``latest``. Key Vault has no binary secrets: values are text, returned as UTF-8 bytes.
 
+Endpoints: ``vaultURL`` and, for ServicePrincipal and WorkloadIdentity, the Entra ID authority host
+(``azure_authority_host``, ``AZURE_AUTHORITY_HOST`` or login.microsoftonline.com) must be allowed store
+endpoints. ManagedIdentity, WorkloadIdentity without ``serviceAccountRef`` and the ``azure_credential``
+option are the operator's own identity: ClusterSecretBackends only, unless the operator allows it for
+every SecretBackend.
+
 ``ProviderContext.options`` (tests and tuning, never part of the CRD): ``azure_credential`` (a ready
 TokenCredential), ``azure_connection_verify`` (CA bundle path for Key Vault and the identity endpoints),
 ``azure_verify_challenge_resource`` (False for emulators whose host is not ``*.vault.azure.net``),
@@ -23,6 +29,7 @@ TokenCredential), ``azure_connection_verify`` (CA bundle path for Key Vault and 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -77,6 +84,7 @@ SECRET_NAME_RULE = "Key Vault secret names are 1-127 characters: letters, digits
 #: Key Vault version ids are 32 hexadecimal digits.
 _VERSION = re.compile(r"[0-9a-fA-F]{32}")
 DEFAULT_FEDERATION_AUDIENCE = "api://AzureADTokenExchange"
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 
 
 class AzureAuthType(StrEnum):
@@ -162,6 +170,7 @@ class AzureKeyVaultProvider:
         if self._verify is not None:
             self._transport_options["connection_verify"] = self._verify
         self._check_auth_settings()
+        self._check_endpoints()
         self._lock = threading.Lock()
         self._client: SecretClient | None = None
         self._credential: Any = None
@@ -191,6 +200,26 @@ class AzureKeyVaultProvider:
             raise InvalidBackend(
                 f"{self._label}: azure.tenantID and azure.clientID are required for WorkloadIdentity"
             )
+
+    def _check_endpoints(self) -> None:
+        context, config = self._context, self._config
+        context.check_endpoint(config.vault_url, "azure.vaultURL")
+        if context.options.get("azure_credential") is not None:
+            context.use_operator_identity("the operator's azure_credential")
+        elif config.auth_type is AzureAuthType.MANAGED_IDENTITY:
+            context.use_operator_identity("azure.authType ManagedIdentity")
+        else:
+            context.check_endpoint(self._authority_url(), "the Entra ID authority host")
+            if config.service_account_ref is None and config.auth_type is AzureAuthType.WORKLOAD_IDENTITY:
+                context.use_operator_identity("azure WorkloadIdentity without serviceAccountRef")
+
+    def _authority_url(self) -> str:
+        authority = str(
+            self._context.options.get("azure_authority_host")
+            or os.environ.get("AZURE_AUTHORITY_HOST")
+            or DEFAULT_AUTHORITY_HOST
+        )
+        return authority if "://" in authority else f"https://{authority}"
 
     # -- credentials ----------------------------------------------------------------------------------
 

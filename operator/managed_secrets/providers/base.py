@@ -17,9 +17,24 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, Field, ValidationError
 
-from managed_secrets.errors import InvalidBackend, SyncError
+from managed_secrets.errors import (
+    AuthFailed,
+    CredentialNotAllowed,
+    EndpointNotAllowed,
+    InvalidBackend,
+    SyncError,
+)
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.parse import describe_validation_error
+from managed_secrets.providers.guard import (
+    BackendName,
+    CredentialPolicy,
+    Endpoint,
+    EndpointError,
+    audience_refusal,
+    opt_in_refusal,
+    parse_endpoint,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +48,34 @@ class RemoteKey:
         return self.key if self.version is None else f"{self.key}@{self.version}"
 
 
-class CredentialSource(Protocol):
-    """What a provider may ask of the cluster while it builds a client (implemented by the kube layer)."""
+@dataclass(frozen=True)
+class CredentialValue:
+    """One key of a Kubernetes Secret (None when the Secret lacks it) and the Secret's annotations."""
 
-    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
-        """One key of a Kubernetes Secret; raises AuthFailed / InvalidBackend when it is missing."""
+    annotations: Mapping[str, str]
+    value: bytes | None = field(default=None, repr=False)
+
+
+class CredentialSource(Protocol):
+    """What a provider may ask of the cluster while it builds a client (implemented by the kube layer).
+
+    Providers do not call it directly: ``ProviderContext`` applies the guards of ``providers.guard`` first.
+    """
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> CredentialValue:
+        """One key of a Kubernetes Secret; raises AuthFailed when the Secret is missing."""
+        ...
+
+    def service_account_annotations(self, namespace: str, name: str) -> Mapping[str, str]:
+        """The annotations of a ServiceAccount; raises AuthFailed when it is missing."""
         ...
 
     def request_token(self, namespace: str, service_account: str, audiences: Sequence[str]) -> str:
-        """A short-lived service-account token from the TokenRequest API."""
+        """A TokenRequest token for exactly ``audiences``, valid for TOKEN_EXPIRATION_SECONDS.
+
+        Implementations verify the issued token (its audiences, its lifetime, and that the API server
+        itself refuses it) and raise instead of returning one that fails.
+        """
         ...
 
 
@@ -63,6 +97,13 @@ class ServiceAccountRef(CamelModel):
 
 @dataclass(frozen=True)
 class ProviderContext:
+    """Everything a provider gets from the operator; its only way to credentials.
+
+    Before it reads any credential a provider names every endpoint it will send credentials to
+    (``check_endpoint``); credentials then come only from Secrets and ServiceAccounts whose owner opted
+    them in for this backend, and tokens only for the store's audience (see ``providers.guard``).
+    """
+
     credentials: CredentialSource
     #: Namespace of the SecretBackend; None for a ClusterSecretBackend (references must name one).
     default_namespace: str | None
@@ -70,6 +111,11 @@ class ProviderContext:
     backend_label: str
     #: Extra knobs for tests and tuning (timeouts), never credentials.
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: The backend this context serves, as a credential's ``allowed-backends`` annotation names it.
+    backend: BackendName | None = None
+    policy: CredentialPolicy = field(default_factory=CredentialPolicy)
+    #: Endpoints the provider declared (and the allowlist admitted); none: no credential is handed out.
+    _endpoints: set[Endpoint] = field(default_factory=set, init=False, repr=False, compare=False)
 
     def namespace_for(self, explicit: str | None, what: str) -> str:
         if explicit and self.default_namespace and explicit != self.default_namespace:
@@ -82,15 +128,80 @@ class ProviderContext:
             )
         return namespace
 
+    def check_endpoint(self, url: str, what: str) -> None:
+        """Declare an endpoint the provider sends credentials to; EndpointNotAllowed if the allowlist
+        does not admit it. Call it for every such endpoint before reading any credential."""
+        try:
+            endpoint = parse_endpoint(url)
+        except EndpointError as error:
+            raise EndpointNotAllowed(f"{self.backend_label}: {what}: {error}") from None
+        if not self.policy.endpoints.allows(endpoint):
+            raise EndpointNotAllowed(
+                f"{self.backend_label}: {what} {endpoint} is not an allowed store endpoint: the operator"
+                " sends credentials only to the public cloud endpoints and to those its administrator"
+                " allowed (--allowed-store-endpoint, chart value security.allowedStoreEndpoints)"
+            )
+        self._endpoints.add(endpoint)
+
+    def _require_endpoint(self, what: str) -> None:
+        if not self._endpoints:
+            raise EndpointNotAllowed(
+                f"{self.backend_label}: {what}: the provider asked for a credential before naming the"
+                " endpoint it sends it to (ProviderContext.check_endpoint): refused"
+            )
+
+    def _require_opt_in(
+        self, annotations: Mapping[str, str], object_kind: str, namespace: str, name: str
+    ) -> None:
+        if self.backend is None:
+            raise CredentialNotAllowed(
+                f"{self.backend_label}: no backend identity to check {object_kind} {namespace}/{name} against"
+            )
+        refusal = opt_in_refusal(
+            annotations, self.backend, object_kind=object_kind, namespace=namespace, name=name
+        )
+        if refusal is not None:
+            raise CredentialNotAllowed(f"{self.backend_label}: {refusal}")
+
     def read_secret(self, ref: SecretKeyRef, what: str) -> bytes:
         """The credential ``ref`` points at; ``what`` names the field for messages."""
-        return self.credentials.read_secret_key(self.namespace_for(ref.namespace, what), ref.name, ref.key)
+        self._require_endpoint(what)
+        namespace = self.namespace_for(ref.namespace, what)
+        found = self.credentials.read_secret_key(namespace, ref.name, ref.key)
+        self._require_opt_in(found.annotations, "Secret", namespace, ref.name)
+        if found.value is None:
+            raise AuthFailed(
+                f"{self.backend_label}: credentials Secret {namespace}/{ref.name} has no key {ref.key!r}"
+            )
+        return found.value
 
     def service_account_token(
         self, ref: ServiceAccountRef, what: str, default_audiences: Sequence[str] = ()
     ) -> str:
+        """A 600 s token of ``ref`` for the store's audience: ``ref.audiences``, else the provider's."""
+        self._require_endpoint(what)
         namespace = self.namespace_for(ref.namespace, what)
-        return self.credentials.request_token(namespace, ref.name, ref.audiences or list(default_audiences))
+        audiences = list(ref.audiences or default_audiences)
+        refusal = audience_refusal(audiences, self.policy.api_audiences)
+        if refusal is not None:
+            raise InvalidBackend(f"{self.backend_label}: {what}.audiences: {refusal}")
+        annotations = self.credentials.service_account_annotations(namespace, ref.name)
+        self._require_opt_in(annotations, "ServiceAccount", namespace, ref.name)
+        return self.credentials.request_token(namespace, ref.name, audiences)
+
+    def use_operator_identity(self, what: str) -> None:
+        """Called by a provider before it falls back to the operator pod's own identity (a default
+        credential chain, a managed identity): only ClusterSecretBackends may, unless the administrator
+        allowed it for every SecretBackend."""
+        self._require_endpoint(what)
+        if self.default_namespace is None or self.policy.operator_identity_for_secretbackends:
+            return
+        raise CredentialNotAllowed(
+            f"{self.backend_label}: {what}: a SecretBackend cannot use the operator's own identity; give it"
+            " credentials from its namespace, or use a ClusterSecretBackend (created by a cluster"
+            " administrator, who may also allow it for every SecretBackend with"
+            " --allow-operator-identity-for-secretbackends)"
+        )
 
 
 @runtime_checkable

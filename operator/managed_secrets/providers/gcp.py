@@ -1,11 +1,13 @@
 """Google Cloud Secret Manager through google-cloud-secret-manager (gRPC).
 
 Auth: a service-account key (JSON) from a Secret, else Application Default Credentials (workload
-identity on GKE). Keys sign their own JWTs for the API (no token endpoint round trip).
+identity on GKE; ClusterSecretBackends only, unless the operator allows it for every SecretBackend).
+Keys sign their own JWTs for the API (no token endpoint round trip).
 
 ``endpoint`` (``host:port``) points the client at an emulator over a plaintext gRPC channel; credentials,
 when configured, are then sent as a self-signed JWT in the ``authorization`` metadata, so use it only on
-a trusted network (tests use 127.0.0.1).
+a trusted network (tests use 127.0.0.1). It must be an allowed store endpoint, written
+``http://host:port`` in the allowlist (plaintext); the default is ``https://secretmanager.googleapis.com``.
 
 Remote keys: a secret id in ``projectID``, or a full ``projects/<p>/secrets/<id>`` name. Versions:
 ``latest`` (the default) or a version number. When the server sends ``data_crc32c``, the payload is
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SECRET_MANAGER_AUDIENCE = "https://secretmanager.googleapis.com/"  # noqa: S105 - a URL
+DEFAULT_ENDPOINT_URL = "https://secretmanager.googleapis.com"
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _FULL_NAME = re.compile(r"^projects/([^/]+)/secrets/([A-Za-z0-9_-]{1,255})$")
 #: A version number (from 1, no leading zero) or the alias latest.
@@ -181,6 +184,11 @@ class GCPProvider:
         self._translator = _Translator(self._label)
         if not _PROJECT_ID.match(config.project_id):
             raise InvalidBackend(f"{self._label}: gcp.projectID is not a valid project id")
+        # The emulator endpoint is plaintext gRPC: in the allowlist it is http://host:port.
+        endpoint_url = f"http://{config.endpoint}" if config.endpoint else DEFAULT_ENDPOINT_URL
+        context.check_endpoint(endpoint_url, "gcp.endpoint")
+        if config.auth is None or config.auth.secret_ref is None:
+            context.use_operator_identity("gcp.auth (Application Default Credentials)")
         timeout = float(context.options.get("timeout_seconds", 10))
         self._timeout = timeout
         self._retry = Retry(

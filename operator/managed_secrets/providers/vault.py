@@ -1,8 +1,12 @@
 """HashiCorp Vault / OpenBao KV (v1 and v2) through hvac.
 
-Auth: a static token from a Secret, Kubernetes (a TokenRequest token verified by Vault's TokenReview) or
-AppRole. A login token is kept and renewed while it lives, and obtained again only when renewal fails or
-Vault refuses it, never on every read.
+Auth: a static token from a Secret, Kubernetes (a TokenRequest token for the audience ``vault`` unless
+``serviceAccountRef.audiences`` says otherwise, verified by Vault's TokenReview) or AppRole. A login
+token is kept and renewed while it lives, and obtained again only when renewal fails or Vault refuses
+it, never on every read.
+
+Credentials go to ``server`` only: it must be an allowed store endpoint, and a redirect elsewhere is
+refused (``X-Vault-Token`` is a custom header, which ``requests`` would carry along to any host).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import hvac
 import hvac.exceptions
@@ -97,6 +102,25 @@ def kv2_version(text: str, where: str) -> int:
     return int(text)
 
 
+#: Audience of the Kubernetes-auth token unless the backend names one (as ESO's and VSO's examples do);
+#: the Vault role's ``audience`` must be set to it.
+DEFAULT_KUBERNETES_AUDIENCE = "vault"
+
+
+class _AllowlistedSession(requests.Session):
+    """Follows a redirect only to an endpoint the backend's context admits (Vault standbys redirect)."""
+
+    def __init__(self, context: ProviderContext) -> None:
+        super().__init__()
+        self._context = context
+
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        target = super().get_redirect_target(resp)
+        if target is not None:
+            self._context.check_endpoint(urljoin(resp.url, target), "vault.server redirect")
+        return target
+
+
 class VaultProvider:
     def __init__(self, config: VaultConfig, context: ProviderContext) -> None:
         self._config = config
@@ -111,18 +135,23 @@ class VaultProvider:
             raise InvalidBackend(
                 f"{self._label}: vault.auth must set exactly one of token, kubernetes, appRole"
             )
+        context.check_endpoint(config.server, "vault.server")
         verify: bool | str = True
         if config.ca_bundle:
             verify = self._write_ca_bundle(config.ca_bundle)
         timeout = int(context.options.get("timeout_seconds", 10))
         # One pooled connection per worker thread; requests' default pool (10) would churn connections.
-        session = requests.Session()
+        session = _AllowlistedSession(context)
         pool_size = int(context.options.get("pool_size", 64))
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self._client = hvac.Client(
             url=config.server,
+            # Never the operator's own VAULT_TOKEN / ~/.vault-token / VAULT_CLIENT_CERT: this backend's
+            # server gets only this backend's credentials.
+            token="",
+            cert=False,
             namespace=config.namespace,
             verify=verify,
             timeout=timeout,
@@ -190,14 +219,16 @@ class VaultProvider:
             return
         if auth.kubernetes is not None:
             k8s = auth.kubernetes
+            audiences = k8s.service_account_ref.audiences or [DEFAULT_KUBERNETES_AUDIENCE]
             jwt = self._context.service_account_token(
-                k8s.service_account_ref, "auth.kubernetes.serviceAccountRef"
+                k8s.service_account_ref, "auth.kubernetes.serviceAccountRef", audiences
             )
             result = self._call(
                 lambda: self._client.auth.kubernetes.login(
                     k8s.role, jwt, mount_point=k8s.mount_path, use_token=True
                 ),
-                f"kubernetes login (role {k8s.role})",
+                # The role must accept the token's audience: say which one it carried.
+                f"kubernetes login (role {k8s.role}, token audience {', '.join(audiences)})",
                 login=True,
             )
         elif auth.app_role is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from kubernetes import client
 from kubernetes import config as kube_config
@@ -17,6 +18,13 @@ from managed_secrets.core.reconcile import Reconciler
 from managed_secrets.errors import SyncError
 from managed_secrets.kube.cluster import KubeCluster
 from managed_secrets.kube.workloads import KubeWorkloads
+from managed_secrets.providers.guard import (
+    WELL_KNOWN_API_AUDIENCES,
+    CredentialPolicy,
+    EndpointAllowlist,
+    claim_audiences,
+    token_claims,
+)
 from managed_secrets.providers.registry import ProviderRegistry
 from managed_secrets.runtime.controller import Controller, ControllerSettings
 from managed_secrets.runtime.rollouts import Rollouts, ensure_hmac_key
@@ -76,6 +84,33 @@ def _namespace_exists(api: client.ApiClient, namespace: str) -> bool:
     return True
 
 
+#: The operator's own token in a pod; its ``aud`` and ``iss`` are audiences the API server accepts.
+OWN_TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+def credential_policy(config: OperatorConfig, own_token_file: Path = OWN_TOKEN_FILE) -> CredentialPolicy:
+    """The confused-deputy guards of this operator (providers/guard.py), from its flags."""
+    api_audiences = set(WELL_KNOWN_API_AUDIENCES) | set(config.api_audiences)
+    try:
+        claims = token_claims(own_token_file.read_text())
+    except OSError:
+        claims = {}  # not in a pod: the well-known audiences, the flag and the TokenReview remain
+    api_audiences |= set(claim_audiences(claims))
+    if isinstance(claims.get("iss"), str):
+        api_audiences.add(claims["iss"])
+    policy = CredentialPolicy(
+        endpoints=EndpointAllowlist.from_patterns(config.allowed_store_endpoints),
+        api_audiences=frozenset(api_audiences),
+        operator_identity_for_secretbackends=config.allow_operator_identity_for_secretbackends,
+    )
+    log.info(
+        "credentials go only to the public cloud endpoints and %s; tokens are never requested for %s",
+        ", ".join(config.allowed_store_endpoints) or "no other store endpoint",
+        ", ".join(sorted(api_audiences)),
+    )
+    return policy
+
+
 @dataclass
 class Runtime:
     config: OperatorConfig
@@ -94,7 +129,12 @@ class Runtime:
 def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = None) -> Runtime:
     api = make_api_client(config)
     cluster = KubeCluster(api)
-    providers = ProviderPool(registry or ProviderRegistry(), cluster, options=config.provider_options)
+    providers = ProviderPool(
+        registry or ProviderRegistry(),
+        cluster,
+        options=config.provider_options,
+        policy=credential_policy(config),
+    )
     reads = ReadCache()
 
     def observe_fetch(backend_type: str, operation: str, keys: int) -> None:
