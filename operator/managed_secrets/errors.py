@@ -23,6 +23,8 @@ class Reason(StrEnum):
     INVALID_BACKEND = "InvalidBackend"
     TARGET_EXISTS = "TargetExists"
     TARGET_NOT_FOUND = "TargetNotFound"
+    TARGET_REJECTED = "TargetRejected"
+    TARGET_IMMUTABLE = "TargetImmutable"
     PROVIDER_NOT_INSTALLED = "ProviderNotInstalled"
     WRITE_FAILED = "WriteFailed"
     INTERNAL_ERROR = "InternalError"
@@ -101,6 +103,19 @@ class TargetExists(SyncError):
 class TargetNotFound(SyncError):
     reason = Reason.TARGET_NOT_FOUND
     transient = True
+
+
+class TargetRejected(SyncError):
+    """The API server refuses (or would refuse) the Secret the spec and the fetched data describe."""
+
+    reason = Reason.TARGET_REJECTED
+
+
+class TargetImmutable(SyncError):
+    """The target Secret is immutable and its data or type would change."""
+
+    reason = Reason.TARGET_IMMUTABLE
+    transient = True  # cleared by deleting the Secret, which the operator does not watch
 
 
 class ProviderNotInstalled(SyncError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,12 +27,23 @@ class SecretObject:
     namespace: str
     name: str
     type: str = "Opaque"
-    data: Mapping[str, bytes] = field(default_factory=dict)
+    data: Mapping[str, bytes] = field(default_factory=dict, repr=False)  # a repr must never show a value
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     owner_references: tuple[OwnerReference, ...] = ()
     resource_version: str | None = None
     uid: str | None = None
+    #: ``immutable: true``: the API server refuses any change of data (and the flag cannot be unset).
+    immutable: bool = False
+
+
+@dataclass(frozen=True)
+class ManagedSecretInfo:
+    """Another ManagedSecret as far as a claim on a Secret goes: which incarnation, writing which Secret."""
+
+    uid: str
+    secret_name: str
+    creation_policy: str
 
 
 class SecretStore(Protocol):
@@ -46,7 +57,19 @@ class SecretStore(Protocol):
         """Write with ``resource_version`` as precondition; a conflict raises WriteFailed."""
         ...
 
-    def delete(self, namespace: str, name: str, *, uid: str | None = None) -> None: ...
+    def delete(
+        self, namespace: str, name: str, *, uid: str | None = None, resource_version: str | None = None
+    ) -> None:
+        """Delete only that object (``uid``), unchanged since read (``resource_version``): else WriteFailed."""
+        ...
+
+    def check_create(self, secret: SecretObject) -> None:
+        """Raises TargetRejected when the API server would refuse to create this Secret.
+
+        A server-side dry run of the create under a generated name: the real validation and admission, and
+        nothing stored.
+        """
+        ...
 
 
 class ClusterReader(Protocol):
@@ -56,6 +79,14 @@ class ClusterReader(Protocol):
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]: ...
 
+    def managed_secret_info(self, namespace: str, name: str) -> ManagedSecretInfo | None:
+        """The ManagedSecret of that name as it is now; None when it does not exist."""
+        ...
+
 
 class Cluster(SecretStore, ClusterReader, CredentialSource, Protocol):
     """Everything the core asks of Kubernetes."""
+
+
+#: The operator's secret key (ownership proofs); raises a SyncError when it cannot be had.
+OperatorKey = Callable[[], bytes]

@@ -8,15 +8,36 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from managed_secrets import errors
 from managed_secrets.core.clients import ProviderPool
-from managed_secrets.core.ports import Cluster, OwnerReference, SecretObject
+from managed_secrets.core.ownership import (
+    KIND,
+    MANAGED_LABEL,
+    MERGE_CLAIM_ANNOTATIONS,
+    MERGE_PROOF_ANNOTATION,
+    MERGED_BY_ANNOTATION,
+    MERGED_KEYS_ANNOTATION,
+    OWNER_ANNOTATION,
+    OWNER_PROOF_ANNOTATION,
+    MergeClaim,
+    legacy_owned,
+    merge_claim,
+    merge_proof,
+    not_owned_message,
+    owner_marker,
+    owner_proof,
+    proves_owner,
+    unreserved,
+)
+from managed_secrets.core.ports import Cluster, OperatorKey, OwnerReference, SecretObject
 from managed_secrets.core.reads import ReadCache
 from managed_secrets.core.render import check_templates, render_templates
+from managed_secrets.core.secret_rules import check_secret
 from managed_secrets.core.values import extract_fields, pick_property
 from managed_secrets.models.backend import Backend, NamespaceCondition
 from managed_secrets.models.managedsecret import BackendKind, CreationPolicy, DeletionPolicy, ManagedSecret
@@ -25,14 +46,6 @@ from managed_secrets.providers.base import RemoteKey
 log = logging.getLogger(__name__)
 
 API_VERSION = "managedsecrets.io/v1alpha1"
-KIND = "ManagedSecret"
-#: On every Secret the operator manages; the operator watches Secrets by this label only.
-MANAGED_LABEL = "managedsecrets.io/managed"
-#: Name of the ManagedSecret (same namespace) that created the Secret.
-OWNER_ANNOTATION = "managedsecrets.io/owner"
-#: With creationPolicy Merge: which ManagedSecret merged keys in, and which keys (names only).
-MERGED_BY_ANNOTATION = "managedsecrets.io/merged-by"
-MERGED_KEYS_ANNOTATION = "managedsecrets.io/merged-keys"
 #: (backend type, operation, number of keys), once per provider call; for metrics.
 FetchObserver = Callable[[str, str, int], None]
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -76,11 +89,14 @@ class Reconciler:
         reads: ReadCache,
         *,
         observe_fetch: FetchObserver | None = None,
+        operator_key: OperatorKey | None = None,
     ) -> None:
         self._cluster = cluster
         self._providers = providers
         self._reads = reads
         self._observe_fetch = observe_fetch
+        # The operator passes its stable key; a key of this instance's own is for tests only.
+        self._operator_key = operator_key or _ephemeral_key()
 
     # -- the reconcile ----------------------------------------------------------------------------------
 
@@ -213,6 +229,12 @@ class Reconciler:
 
     # -- writing the target ------------------------------------------------------------------------------
 
+    def _key(self) -> bytes:
+        try:
+            return self._operator_key()
+        except errors.SyncError as error:
+            raise errors.WriteFailed(f"no key to prove ownership of Secrets: {error.message}") from None
+
     def _write(self, ms: ManagedSecret, data: dict[str, bytes], *, target_known_absent: bool) -> SyncResult:
         target = ms.spec.target
         name = ms.target_name
@@ -220,38 +242,58 @@ class Reconciler:
         existing = None if skip_read else self._cluster.get(ms.ref.namespace, name)
         if target.creation_policy is CreationPolicy.MERGE:
             return self._merge(ms, existing, data)
-        desired = self._desired(ms, data, existing)
         if existing is None:
+            desired = self._desired(ms, data, None)
+            check_secret(desired)
             try:
                 self._cluster.create(desired)
             except errors.TargetExists:
                 existing = self._cluster.get(ms.ref.namespace, name)
                 if existing is None:
                     raise
-                return self._update_owned(ms, existing, self._desired(ms, data, existing))
+                return self._update_owned(ms, existing, data)
             log.info("%s: created Secret %s with keys %s", ms.ref, name, sorted(data))
             return SyncResult(name, tuple(sorted(data)), WriteAction.CREATED, data_changed=False, data=data)
-        return self._update_owned(ms, existing, desired)
+        return self._update_owned(ms, existing, data)
 
-    def _update_owned(self, ms: ManagedSecret, existing: SecretObject, desired: SecretObject) -> SyncResult:
-        if (
-            existing.labels.get(MANAGED_LABEL) != "true"
-            or existing.annotations.get(OWNER_ANNOTATION) != ms.ref.name
-        ):
-            raise errors.TargetExists(
-                f"Secret {existing.name} exists and is not managed by this ManagedSecret; "
-                "delete it, rename the target, or set creationPolicy: Merge"
+    def _update_owned(
+        self, ms: ManagedSecret, existing: SecretObject, data: Mapping[str, bytes]
+    ) -> SyncResult:
+        if not proves_owner(self._key(), existing, ms.ref.uid):
+            if not legacy_owned(existing, ms):
+                raise errors.TargetExists(not_owned_message(existing, ms))
+            log.info(
+                "%s: Secret %s was written by an earlier version; adding its ownership proof",
+                ms.ref,
+                existing.name,
             )
+        claim = merge_claim(existing)
+        if claim is not None and self._claim_is_live(existing, claim):
+            raise errors.TargetExists(
+                f"Secret {existing.name} also receives merged keys from ManagedSecret {claim.name} "
+                "(creationPolicy Merge); a Secret belongs to one ManagedSecret or receives merged keys, "
+                "not both: delete that ManagedSecret or change its target"
+            )
+        desired = self._desired(ms, data, existing)  # a stale merge claim is dropped with it
         keys = tuple(sorted(desired.data))
         data_changed = dict(existing.data) != dict(desired.data)
         if not data_changed and _same_metadata(existing, desired) and existing.type == desired.type:
             return SyncResult(
                 existing.name, keys, WriteAction.UNCHANGED, data_changed=False, data=desired.data
             )
+        check_secret(desired)
+        if existing.immutable and (data_changed or existing.type != desired.type):
+            changes = [
+                what
+                for what, changed in (("data", data_changed), ("type", existing.type != desired.type))
+                if changed
+            ]
+            raise errors.TargetImmutable(
+                f"Secret {existing.name} is immutable (immutable: true) and its {' and '.join(changes)} "
+                "would change; the operator leaves it as it is: delete it to let the operator create it again"
+            )
         if existing.type != desired.type:
-            # The type of a Secret is immutable: replace the object.
-            self._cluster.delete(existing.namespace, existing.name, uid=existing.uid)
-            self._cluster.create(desired)
+            self._replace_type(ms, existing, desired)
         else:
             self._cluster.replace(desired)
         log.info("%s: updated Secret %s (data changed: %s)", ms.ref, existing.name, data_changed)
@@ -259,15 +301,69 @@ class Reconciler:
             existing.name, keys, WriteAction.UPDATED, data_changed=data_changed, data=desired.data
         )
 
-    @staticmethod
-    def _desired(ms: ManagedSecret, data: Mapping[str, bytes], existing: SecretObject | None) -> SecretObject:
+    def _replace_type(self, ms: ManagedSecret, existing: SecretObject, desired: SecretObject) -> None:
+        """The type of a Secret is immutable: delete it and create it anew, without ever losing it.
+
+        A dry run first: what the API server (or an admission webhook) would refuse stops here, with the old
+        Secret in place. Should the create still fail after the delete, the old Secret is created back.
+        """
+        self._cluster.check_create(desired)
+        self._cluster.delete(
+            existing.namespace, existing.name, uid=existing.uid, resource_version=existing.resource_version
+        )
+        try:
+            self._cluster.create(replace(desired, uid=None, resource_version=None))
+        except errors.SyncError as error:
+            outcome = self._restore(ms, existing, error)
+            raise type(error)(f"{error.message}; {outcome}") from None
+
+    def _restore(self, ms: ManagedSecret, previous: SecretObject, failure: errors.SyncError) -> str:
+        """Create the deleted Secret back as it was; says what happened (or raises WriteFailed)."""
+        try:
+            self._cluster.create(replace(previous, uid=None, resource_version=None))
+        except errors.TargetExists:
+            log.warning(
+                "%s: Secret %s was created by someone else meanwhile; left as it is", ms.ref, previous.name
+            )
+            return f"a Secret {previous.name} was created by someone else meanwhile"
+        except errors.SyncError as error:
+            log.error(  # noqa: TRY400 - the messages name the Secret and HTTP codes, the traceback adds nothing
+                "%s: Secret %s was deleted to change its type; creating the new one failed (%s) and so did "
+                "restoring the old one (%s): it is created at the next retry",
+                ms.ref,
+                previous.name,
+                failure.reason.value,
+                error.message,
+            )
+            raise errors.WriteFailed(
+                f"Secret {previous.name} was deleted to change its type, and neither the new nor the old one "
+                f"could be created ({failure.message}); retrying"
+            ) from None
+        log.warning(
+            "%s: the Secret %s of the new type was refused (%s); the previous one was restored",
+            ms.ref,
+            previous.name,
+            failure.reason.value,
+        )
+        return f"the previous Secret {previous.name} was restored"
+
+    def _desired(
+        self, ms: ManagedSecret, data: Mapping[str, bytes], existing: SecretObject | None
+    ) -> SecretObject:
         """Our fields over whatever else is on the object, so labels other tools add survive."""
         target = ms.spec.target
-        labels = {**(existing.labels if existing else {}), **target.labels, MANAGED_LABEL: "true"}
+        name = ms.target_name
+        labels = {**(existing.labels if existing else {}), **unreserved(target.labels), MANAGED_LABEL: "true"}
+        kept = {
+            k: v
+            for k, v in (existing.annotations if existing else {}).items()
+            if k not in MERGE_CLAIM_ANNOTATIONS
+        }
         annotations = {
-            **(existing.annotations if existing else {}),
-            **target.annotations,
+            **kept,
+            **unreserved(target.annotations),
             OWNER_ANNOTATION: ms.ref.name,
+            OWNER_PROOF_ANNOTATION: owner_proof(self._key(), ms.ref.namespace, name, ms.ref.uid),
         }
         foreign_owners = tuple(
             o for o in (existing.owner_references if existing else ()) if o.uid != ms.ref.uid
@@ -277,7 +373,7 @@ class Reconciler:
             owners = (*foreign_owners, owner_reference(ms))
         return SecretObject(
             namespace=ms.ref.namespace,
-            name=ms.target_name,
+            name=name,
             type=target.type,
             data=dict(data),
             labels=labels,
@@ -285,7 +381,19 @@ class Reconciler:
             owner_references=owners,
             resource_version=existing.resource_version if existing else None,
             uid=existing.uid if existing else None,
+            immutable=existing.immutable if existing else False,
         )
+
+    def _claim_is_live(self, secret: SecretObject, claim: MergeClaim) -> bool:
+        """The merge claim belongs to a ManagedSecret that exists, is that incarnation, and merges here.
+
+        A claim left by a ManagedSecret deleted with deletionPolicy Retain (or recreated, or since moved to
+        another target) is stale: it never blocks anyone.
+        """
+        info = self._cluster.managed_secret_info(secret.namespace, claim.name)
+        if info is None or info.secret_name != secret.name or info.creation_policy != CreationPolicy.MERGE:
+            return False
+        return claim.uid is None or claim.uid == info.uid
 
     def _merge(self, ms: ManagedSecret, existing: SecretObject | None, data: dict[str, bytes]) -> SyncResult:
         name = ms.target_name
@@ -293,61 +401,110 @@ class Reconciler:
             raise errors.TargetNotFound(
                 f"Secret {name} does not exist; creationPolicy Merge only adds keys to it"
             )
-        merged_by = existing.annotations.get(MERGED_BY_ANNOTATION)
-        if merged_by not in (None, ms.ref.name):
+        owner = owner_marker(existing)
+        if owner is not None:
             raise errors.TargetExists(
-                f"Secret {name} already receives merged keys from ManagedSecret {merged_by}"
+                f"Secret {name} is managed by "
+                f"{f'ManagedSecret {owner}' if owner else 'a ManagedSecret'}; creationPolicy Merge only adds "
+                "keys to Secrets no ManagedSecret owns: merge into another Secret, or read the keys "
+                "into this one from the owning ManagedSecret"
             )
-        previous_keys = _split_keys(existing.annotations.get(MERGED_KEYS_ANNOTATION))
+        key = self._key()
+        claim = merge_claim(existing)
+        ours = claim is not None and claim.name == ms.ref.name and claim.uid in (None, ms.ref.uid)
+        if claim is not None and not ours:
+            if claim.name != ms.ref.name and self._claim_is_live(existing, claim):
+                raise errors.TargetExists(
+                    f"Secret {name} already receives merged keys from ManagedSecret {claim.name}"
+                )
+            log.info(
+                "%s: Secret %s: the merge claim of ManagedSecret %s is stale; replacing it",
+                ms.ref,
+                name,
+                claim.name,
+            )
+        previous_keys = (
+            claim.trusted_keys(key, existing, ms.ref.uid) if claim is not None and ours else frozenset()
+        )
         new_data = {k: v for k, v in existing.data.items() if k not in previous_keys or k in data}
         new_data.update(data)
         annotations = {
             **existing.annotations,
-            **ms.spec.target.annotations,
+            **unreserved(ms.spec.target.annotations),
             MERGED_BY_ANNOTATION: ms.ref.name,
             MERGED_KEYS_ANNOTATION: ",".join(sorted(data)),
+            MERGE_PROOF_ANNOTATION: merge_proof(key, existing.namespace, name, ms.ref.uid, data),
         }
-        labels = {**existing.labels, **ms.spec.target.labels}
+        labels = {**existing.labels, **unreserved(ms.spec.target.labels)}
         desired = replace(existing, data=new_data, annotations=annotations, labels=labels)
         keys = tuple(sorted(data))
         data_changed = dict(existing.data) != new_data
         if not data_changed and _same_metadata(existing, desired):
             return SyncResult(name, keys, WriteAction.UNCHANGED, data_changed=False, data=data)
+        check_secret(desired)
+        if existing.immutable and data_changed:
+            raise errors.TargetImmutable(
+                f"Secret {name} is immutable (immutable: true) and the merged keys would change it; "
+                "the operator leaves it as it is"
+            )
         self._cluster.replace(desired)
         log.info("%s: merged keys %s into Secret %s", ms.ref, list(keys), name)
-        first_merge = merged_by is None
-        return SyncResult(
-            name, keys, WriteAction.UPDATED, data_changed=data_changed and not first_merge, data=data
-        )
+        return SyncResult(name, keys, WriteAction.UPDATED, data_changed=data_changed and ours, data=data)
 
     # -- deletion ----------------------------------------------------------------------------------------
 
     def cleanup(self, ms: ManagedSecret) -> None:
-        """Run when a ManagedSecret that needs a finalizer is deleted."""
+        """Run when a ManagedSecret that needs a finalizer is deleted.
+
+        Touches only what this ManagedSecret provably wrote: the target, and the Secret its status names
+        (the previous target when target.name changed since the last sync).
+        """
         if not needs_finalizer(ms):
             return
-        existing = self._cluster.get(ms.ref.namespace, ms.target_name)
-        if existing is None:
+        names = dict.fromkeys(name for name in (ms.target_name, ms.synced_secret_name) if name)
+        for name in names:
+            existing = self._cluster.get(ms.ref.namespace, name)
+            if existing is None:
+                continue
+            if ms.spec.target.creation_policy is CreationPolicy.MERGE:
+                self._unmerge(ms, existing)
+            elif proves_owner(self._key(), existing, ms.ref.uid) or legacy_owned(existing, ms):
+                self._cluster.delete(
+                    existing.namespace,
+                    existing.name,
+                    uid=existing.uid,
+                    resource_version=existing.resource_version,
+                )
+                log.info("%s: deleted Secret %s", ms.ref, existing.name)
+            else:
+                log.info(
+                    "%s: Secret %s is not proven to be this ManagedSecret's; left as it is", ms.ref, name
+                )
+
+    def _unmerge(self, ms: ManagedSecret, existing: SecretObject) -> None:
+        claim = merge_claim(existing)
+        if claim is None or claim.name != ms.ref.name or claim.uid not in (None, ms.ref.uid):
+            return  # another ManagedSecret's claim, or none: nothing of ours is in there
+        if owner_marker(existing) is not None:
+            log.warning(
+                "%s: Secret %s is owned by a ManagedSecret; merged keys left as they are",
+                ms.ref,
+                existing.name,
+            )
             return
-        if ms.spec.target.creation_policy is CreationPolicy.MERGE:
-            if existing.annotations.get(MERGED_BY_ANNOTATION) != ms.ref.name:
-                return
-            merged = _split_keys(existing.annotations.get(MERGED_KEYS_ANNOTATION))
-            annotations = {
-                k: v
-                for k, v in existing.annotations.items()
-                if k not in (MERGED_BY_ANNOTATION, MERGED_KEYS_ANNOTATION)
-            }
-            data = {k: v for k, v in existing.data.items() if k not in merged}
-            self._cluster.replace(replace(existing, data=data, annotations=annotations))
-            log.info("%s: removed merged keys %s from Secret %s", ms.ref, sorted(merged), existing.name)
+        merged = claim.trusted_keys(self._key(), existing, ms.ref.uid)
+        if existing.immutable and merged & set(existing.data):
+            log.warning("%s: Secret %s is immutable; merged keys left as they are", ms.ref, existing.name)
             return
-        if (
-            existing.labels.get(MANAGED_LABEL) == "true"
-            and existing.annotations.get(OWNER_ANNOTATION) == ms.ref.name
-        ):
-            self._cluster.delete(existing.namespace, existing.name, uid=existing.uid)
-            log.info("%s: deleted Secret %s", ms.ref, existing.name)
+        annotations = {k: v for k, v in existing.annotations.items() if k not in MERGE_CLAIM_ANNOTATIONS}
+        data = {k: v for k, v in existing.data.items() if k not in merged}
+        self._cluster.replace(replace(existing, data=data, annotations=annotations))
+        log.info("%s: removed merged keys %s from Secret %s", ms.ref, sorted(merged), existing.name)
+
+
+def _ephemeral_key() -> OperatorKey:
+    key = secrets.token_bytes(32)
+    return lambda: key
 
 
 def _same_metadata(existing: SecretObject, desired: SecretObject) -> bool:
@@ -356,7 +513,3 @@ def _same_metadata(existing: SecretObject, desired: SecretObject) -> bool:
         and dict(existing.annotations) == dict(desired.annotations)
         and set(existing.owner_references) == set(desired.owner_references)
     )
-
-
-def _split_keys(text: str | None) -> set[str]:
-    return {key for key in (text or "").split(",") if key}

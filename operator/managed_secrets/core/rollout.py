@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from managed_secrets.core.ownership import MANAGED_LABEL, MERGED_BY_ANNOTATION
 from managed_secrets.core.ports import SecretObject
-from managed_secrets.core.reconcile import MANAGED_LABEL, MERGED_BY_ANNOTATION
 from managed_secrets.models.managedsecret import Rollout, RolloutKind
 
 #: The one pod-template annotation a restart writes (on an Argo Rollout: on the Rollout itself).

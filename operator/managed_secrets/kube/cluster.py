@@ -19,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from managed_secrets import errors
-from managed_secrets.core.ports import OwnerReference, SecretObject
+from managed_secrets.core.ports import ManagedSecretInfo, OwnerReference, SecretObject
 from managed_secrets.kube.raw import read_json, release
 from managed_secrets.models.backend import Backend
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecretRef
@@ -78,6 +78,7 @@ def _decode_secret(body: Mapping[str, Any]) -> SecretObject:
         owner_references=owners,
         resource_version=meta.get("resourceVersion"),
         uid=meta.get("uid"),
+        immutable=bool(body.get("immutable")),
     )
 
 
@@ -101,13 +102,16 @@ def _encode_secret(secret: SecretObject) -> dict[str, Any]:
     }
     if secret.resource_version:
         meta["resourceVersion"] = secret.resource_version
-    return {
+    body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": meta,
         "type": secret.type,
         "data": {key: base64.b64encode(value).decode() for key, value in secret.data.items()},
     }
+    if secret.immutable:  # once set it cannot be unset: an update must carry it
+        body["immutable"] = True
+    return body
 
 
 class KubeCluster:
@@ -170,8 +174,37 @@ class KubeCluster:
         self._count("replace")
         return _decode_secret(self._json(response))
 
-    def delete(self, namespace: str, name: str, *, uid: str | None = None) -> None:
-        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None)
+    def check_create(self, secret: SecretObject) -> None:
+        body = _encode_secret(secret)
+        meta = body["metadata"]
+        meta.pop("resourceVersion", None)
+        # Under a generated name: the real name is taken (by the Secret this one replaces).
+        meta["generateName"] = f"{meta.pop('name')[:200]}-"
+        try:
+            release(
+                self._core.create_namespaced_secret(
+                    secret.namespace, body, dry_run="All", _preload_content=False
+                )
+            )
+        except ApiException as error:
+            if error.status in (400, 403, 422):  # invalid, or denied by admission (webhooks, policies)
+                raise errors.TargetRejected(
+                    f"the API server would refuse Secret {secret.name} (type {secret.type}): "
+                    f"{describe_api_error(error)}"
+                ) from None
+            raise self._write_error(error, f"checking Secret {secret.name}") from None
+        except urllib3.exceptions.HTTPError as error:
+            raise errors.WriteFailed(f"checking Secret {secret.name}: {type(error).__name__}") from None
+
+    def delete(
+        self, namespace: str, name: str, *, uid: str | None = None, resource_version: str | None = None
+    ) -> None:
+        preconditions = (
+            client.V1Preconditions(uid=uid, resource_version=resource_version)
+            if uid or resource_version
+            else None
+        )
+        body = client.V1DeleteOptions(preconditions=preconditions)
         try:
             release(self._core.delete_namespaced_secret(name, namespace, body=body, _preload_content=False))
         except ApiException as error:
@@ -187,7 +220,7 @@ class KubeCluster:
     @staticmethod
     def _write_error(error: ApiException, what: str) -> errors.SyncError:
         if error.status == 422:
-            return errors.InvalidSpec(f"{what}: the apiserver rejected it: {describe_api_error(error)}")
+            return errors.TargetRejected(f"{what}: the apiserver rejected it: {describe_api_error(error)}")
         return errors.WriteFailed(f"{what}: {describe_api_error(error)}")
 
     # -- ClusterReader -----------------------------------------------------------------------------------
@@ -228,6 +261,30 @@ class KubeCluster:
                 f"reading {kind.value} {name}: {describe_api_error(error)}"
             ) from None
         return parse_backend(self._json(response))
+
+    def managed_secret_info(self, namespace: str, name: str) -> ManagedSecretInfo | None:
+        try:
+            response = self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, "managedsecrets", name, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise errors.WriteFailed(
+                f"reading ManagedSecret {namespace}/{name}: {describe_api_error(error)}"
+            ) from None
+        except urllib3.exceptions.HTTPError as error:
+            raise errors.WriteFailed(
+                f"reading ManagedSecret {namespace}/{name}: {type(error).__name__}"
+            ) from None
+        body = self._json(response)
+        meta = body.get("metadata") or {}
+        target = (body.get("spec") or {}).get("target") or {}
+        return ManagedSecretInfo(
+            uid=str(meta.get("uid", "")),
+            secret_name=str(target.get("name") or meta.get("name", "")),
+            creation_policy=str(target.get("creationPolicy") or "Owner"),
+        )
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         now = self._clock()

@@ -163,6 +163,8 @@ class ManagedSecret(CamelModel):
     generation: int = 0
     spec: ManagedSecretSpec
     force_sync_token: str | None = None
+    #: status.secretName: the Secret the operator last synced this ManagedSecret into (written only by it).
+    synced_secret_name: str | None = None
 
     @property
     def target_name(self) -> str:

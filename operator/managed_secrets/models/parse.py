@@ -40,11 +40,13 @@ def parse_managed_secret(body: Mapping[str, Any]) -> ManagedSecret:
     except ValidationError as error:
         raise InvalidSpec(f"spec is invalid: {describe_validation_error(error)}") from None
     annotations = meta.get("annotations") or {}
+    synced = (body.get("status") or {}).get("secretName")
     return ManagedSecret(
         ref=ref,
         generation=meta.get("generation", 0),
         spec=spec,
         force_sync_token=annotations.get(FORCE_SYNC_ANNOTATION),
+        synced_secret_name=synced if isinstance(synced, str) else None,
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +113,20 @@ def credential_policy(config: OperatorConfig, own_token_file: Path = OWN_TOKEN_F
     return policy
 
 
+def _once(load: Callable[[], bytes]) -> Callable[[], bytes]:
+    """``load`` until it succeeds once, then its result; from any thread."""
+    lock = threading.Lock()
+    loaded: list[bytes] = []
+
+    def get() -> bytes:
+        with lock:
+            if not loaded:
+                loaded.append(load())
+            return loaded[0]
+
+    return get
+
+
 @dataclass
 class Runtime:
     config: OperatorConfig
@@ -141,13 +157,15 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
         metrics.PROVIDER_CALLS.labels(backend_type, operation).inc()
         metrics.PROVIDER_KEYS.labels(backend_type).inc(keys)
 
-    reconciler = Reconciler(cluster, providers, reads, observe_fetch=observe_fetch)
+    # One key for restart hashes and ownership proofs, read (or created) once.
+    hmac_key = _once(lambda: ensure_hmac_key(cluster, config.operator_namespace, config.hmac_key_secret))
+    reconciler = Reconciler(cluster, providers, reads, observe_fetch=observe_fetch, operator_key=hmac_key)
     # Built in the operator's start-up handler: its event loop runs the restart timers.
     rollouts = Rollouts(
         KubeWorkloads(api),
         cluster,
         cluster,
-        lambda: ensure_hmac_key(cluster, config.operator_namespace, config.hmac_key_secret),
+        hmac_key,
         loop=asyncio.get_running_loop(),
     )
     controller = Controller(
