@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "managedsecrets.io/v1alpha1"
 KIND = "ManagedSecret"
-#: On every Secret the operator manages; the operator watches Secrets by this label only.
+#: On every Secret the operator manages ("true"; "merged" on a Merge target): its Secret watch selects
+#: Secrets by this label only.
 MANAGED_LABEL = "managedsecrets.io/managed"
+MERGED_LABEL_VALUE = "merged"
 #: Name of the ManagedSecret (same namespace) that created the Secret.
 OWNER_ANNOTATION = "managedsecrets.io/owner"
 #: With creationPolicy Merge: which ManagedSecret merged keys in, and which keys (names only).
@@ -308,6 +310,7 @@ class Reconciler:
             MERGED_KEYS_ANNOTATION: ",".join(sorted(data)),
         }
         labels = {**existing.labels, **ms.spec.target.labels}
+        labels.setdefault(MANAGED_LABEL, MERGED_LABEL_VALUE)  # so the Secret watch sees it
         desired = replace(existing, data=new_data, annotations=annotations, labels=labels)
         keys = tuple(sorted(data))
         data_changed = dict(existing.data) != new_data
@@ -339,7 +342,12 @@ class Reconciler:
                 if k not in (MERGED_BY_ANNOTATION, MERGED_KEYS_ANNOTATION)
             }
             data = {k: v for k, v in existing.data.items() if k not in merged}
-            self._cluster.replace(replace(existing, data=data, annotations=annotations))
+            labels = {
+                k: v
+                for k, v in existing.labels.items()
+                if not (k == MANAGED_LABEL and v == MERGED_LABEL_VALUE)
+            }
+            self._cluster.replace(replace(existing, data=data, annotations=annotations, labels=labels))
             log.info("%s: removed merged keys %s from Secret %s", ms.ref, sorted(merged), existing.name)
             return
         if (
