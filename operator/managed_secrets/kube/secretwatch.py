@@ -265,6 +265,14 @@ class SecretWatch:
                 failures += 1
                 if not self._stopping.is_set():
                     log.info("Secret watch (%s): %s; reconnecting", namespace or "all", type(error).__name__)
+            except Exception as error:  # never let the thread die: drift repair would stop silently
+                failures += 1
+                version = None
+                log.error(
+                    "Secret watch (%s): unexpected %s; listing again",
+                    namespace or "all",
+                    type(error).__name__,
+                )  # noqa: TRY400
             if self._stopping.is_set():
                 return
             ceiling = min(self._backoff_max, self._backoff_base * 2 ** max(failures - 1, 0))
