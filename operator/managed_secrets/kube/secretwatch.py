@@ -268,11 +268,9 @@ class SecretWatch:
             except Exception as error:  # never let the thread die: drift repair would stop silently
                 failures += 1
                 version = None
-                log.error(
-                    "Secret watch (%s): unexpected %s; listing again",
-                    namespace or "all",
-                    type(error).__name__,
-                )  # noqa: TRY400
+                what = namespace or "all"
+                # The kind only, as everywhere: a traceback's locals could hold annotations.
+                log.error("Secret watch (%s): unexpected %s; listing again", what, type(error).__name__)  # noqa: TRY400
             if self._stopping.is_set():
                 return
             ceiling = min(self._backoff_max, self._backoff_base * 2 ** max(failures - 1, 0))
