@@ -42,6 +42,7 @@ PATHS = 100
 REFRESH = "60s"
 PROFILE_DIR: Path | None = None
 WORKERS = 0  # 0: the operator's default
+DRIFT_DELETES = 50
 
 
 def log(text: str) -> None:
@@ -491,6 +492,11 @@ def measure(
     log(f"N={count}: rotation latency with force-sync ({rotations} rotations)")
     result["rotation"] = rotation_latency(bao, core, custom, namespace, rotations)
 
+    deleted = min(DRIFT_DELETES, count)
+    log(f"N={count}: drift: {deleted} managed Secrets deleted by hand at once, until all are back")
+    before = writes(operator.metrics())
+    result["drift"] = {**drift_repair(core, namespace, deleted), **delta(writes(operator.metrics()), before)}
+
     if unrelated:
         log(f"N={count}: {unrelated} unrelated 10 KiB Secrets, then restart and compare memory")
         noise = "unrelated"
@@ -578,6 +584,27 @@ def rotation_latency(
     }
 
 
+def drift_repair(core: k8s.CoreV1Api, namespace: str, deleted: int) -> dict[str, float]:
+    """Delete ``deleted`` managed Secrets by hand; seconds until every one is back with its data."""
+    started = time.monotonic()
+    parallel(lambda i: core.delete_namespaced_secret(f"ms-{i}", namespace), deleted)
+    deadline = started + 120
+    missing = set(range(deleted))
+    while missing and time.monotonic() < deadline:
+        for i in list(missing):
+            try:
+                secret = core.read_namespaced_secret(f"ms-{i}", namespace)
+            except k8s.ApiException:
+                continue
+            if {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()} == expected_data(i):
+                missing.discard(i)
+        time.sleep(0.05)
+    if missing:
+        raise RuntimeError(f"{len(missing)} deleted Secrets did not come back")
+    time.sleep(1)  # let the repairs' status writes and their echoes settle
+    return {"deleted": deleted, "seconds": time.monotonic() - started - 1}
+
+
 def wait_value(core: k8s.CoreV1Api, namespace: str, value: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -612,6 +639,7 @@ def table(results: Iterable[dict[str, Any]]) -> str:
             "steady provider keys",
             "steady CPU s",
             "rotation p50/p99",
+            "drift: deleted, all back in (store keys)",
             "RSS MiB",
             "+10k unrelated",
         )
@@ -634,6 +662,7 @@ def table(results: Iterable[dict[str, Any]]) -> str:
                 f"{r['steady']['provider_keys']:.0f} (distinct {r['steady']['distinct_keys']})",
                 f"{r['steady']['cpu_s']:.1f}",
                 f"{r['rotation']['p50_s'] * 1000:.0f}/{r['rotation']['p99_s'] * 1000:.0f} ms",
+                f"{r['drift']['deleted']} in {r['drift']['seconds']:.1f}s ({r['drift']['provider_keys']:.0f})",
                 f"{r['rss_steady_mib']:.0f} (peak {r['peak_rss_mib']:.0f})",
                 f"{r['unrelated_delta_mib']:+.1f} MiB" if "unrelated_delta_mib" in r else "-",
             )

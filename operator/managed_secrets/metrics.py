@@ -53,3 +53,16 @@ MANAGED = Gauge(
     ["ready"],
     registry=REGISTRY,
 )
+DRIFT_EVENTS = Counter(
+    "managedsecrets_drift_events_total",
+    "Changes to managed Secrets the operator did not make (seen by its Secret watch), by kind of change.",
+    ["change"],
+    registry=REGISTRY,
+)
+DRIFT_REPAIRS = Counter(
+    "managedsecrets_drift_repairs_total",
+    "Reconciles run because a managed Secret drifted, by result: repaired (written back), in_sync "
+    "(nothing to repair), failed; and delayed (a repair postponed by the per-object rate limit).",
+    ["result"],
+    registry=REGISTRY,
+)

@@ -25,6 +25,9 @@ GROUP = "managedsecrets.io"
 KIND = "ManagedSecret"
 #: On every Secret the operator manages; the operator watches Secrets by this label only.
 MANAGED_LABEL = "managedsecrets.io/managed"
+#: MANAGED_LABEL's value on a Merge target ("true" on Secrets the operator owns): the Secret watch selects
+#: Secrets by the label, and a merge target is not owned.
+MERGED_LABEL_VALUE = "merged"
 #: Name of the ManagedSecret (same namespace) that created the Secret.
 OWNER_ANNOTATION = "managedsecrets.io/owner"
 #: Proof that the ManagedSecret named in OWNER_ANNOTATION, with the UID it records, created the Secret.

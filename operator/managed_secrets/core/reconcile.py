@@ -22,6 +22,7 @@ from managed_secrets.core.ownership import (
     MERGE_PROOF_ANNOTATION,
     MERGED_BY_ANNOTATION,
     MERGED_KEYS_ANNOTATION,
+    MERGED_LABEL_VALUE,
     OWNER_ANNOTATION,
     OWNER_PROOF_ANNOTATION,
     MergeClaim,
@@ -436,6 +437,7 @@ class Reconciler:
             MERGE_PROOF_ANNOTATION: merge_proof(key, existing.namespace, name, ms.ref.uid, data),
         }
         labels = {**existing.labels, **unreserved(ms.spec.target.labels)}
+        labels.setdefault(MANAGED_LABEL, MERGED_LABEL_VALUE)  # so the Secret watch sees it
         desired = replace(existing, data=new_data, annotations=annotations, labels=labels)
         keys = tuple(sorted(data))
         data_changed = dict(existing.data) != new_data
@@ -498,7 +500,10 @@ class Reconciler:
             return
         annotations = {k: v for k, v in existing.annotations.items() if k not in MERGE_CLAIM_ANNOTATIONS}
         data = {k: v for k, v in existing.data.items() if k not in merged}
-        self._cluster.replace(replace(existing, data=data, annotations=annotations))
+        labels = {
+            k: v for k, v in existing.labels.items() if not (k == MANAGED_LABEL and v == MERGED_LABEL_VALUE)
+        }
+        self._cluster.replace(replace(existing, data=data, annotations=annotations, labels=labels))
         log.info("%s: removed merged keys %s from Secret %s", ms.ref, sorted(merged), existing.name)
 
 

@@ -58,6 +58,7 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
         rt = build_runtime(config)
         holder["runtime"] = rt
         await rt.controller.start()
+        rt.secret_watch.start()
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -80,6 +81,7 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
     async def cleanup(**_: Any) -> None:
         rt = holder.pop("runtime", None)
         if rt is not None:
+            await asyncio.to_thread(rt.secret_watch.stop)
             await rt.controller.stop()
             rt.close()
 

@@ -7,11 +7,12 @@ Secret, that text could quote a value.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import urllib3
@@ -21,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from managed_secrets import errors
 from managed_secrets.core.ports import ManagedSecretInfo, OwnerReference, SecretObject
 from managed_secrets.kube.raw import read_json, release
+from managed_secrets.kube.secretwatch import OwnWrites
 from managed_secrets.models.backend import Backend
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecretRef
 from managed_secrets.models.parse import parse_backend
@@ -117,7 +119,13 @@ def _encode_secret(secret: SecretObject) -> dict[str, Any]:
 class KubeCluster:
     """Implements ``core.ports.Cluster`` and the status/event writes of the runtime."""
 
-    def __init__(self, api_client: client.ApiClient, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        own_writes: OwnWrites | None = None,
+    ) -> None:
         self._api = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
@@ -129,6 +137,8 @@ class KubeCluster:
         self._lock = threading.Lock()
         #: Writes to Secrets, by verb; the tests and the benchmark count them.
         self.secret_writes: dict[str, int] = {"create": 0, "replace": 0, "delete": 0}
+        #: Versions the writes returned, so the Secret watch ignores their echo.
+        self.own_writes = own_writes if own_writes is not None else OwnWrites()
 
     def _json(self, response: urllib3.HTTPResponse) -> Any:
         return read_json(response)
@@ -147,6 +157,12 @@ class KubeCluster:
         return _decode_secret(self._json(response))
 
     def create(self, secret: SecretObject) -> SecretObject:
+        with self._own_write(secret.namespace, secret.name):
+            created = self._create(secret)
+            self.own_writes.wrote((secret.namespace, secret.name), created.resource_version, created.uid)
+        return created
+
+    def _create(self, secret: SecretObject) -> SecretObject:
         body = _encode_secret(secret)
         body["metadata"].pop("resourceVersion", None)
         try:
@@ -163,6 +179,12 @@ class KubeCluster:
         return _decode_secret(self._json(response))
 
     def replace(self, secret: SecretObject) -> SecretObject:
+        with self._own_write(secret.namespace, secret.name):
+            replaced = self._replace(secret)
+            self.own_writes.wrote((secret.namespace, secret.name), replaced.resource_version, replaced.uid)
+        return replaced
+
+    def _replace(self, secret: SecretObject) -> SecretObject:
         try:
             response = self._core.replace_namespaced_secret(
                 secret.name, secret.namespace, _encode_secret(secret), _preload_content=False
@@ -205,13 +227,26 @@ class KubeCluster:
             else None
         )
         body = client.V1DeleteOptions(preconditions=preconditions)
-        try:
-            release(self._core.delete_namespaced_secret(name, namespace, body=body, _preload_content=False))
-        except ApiException as error:
-            if error.status == 404:
-                return
-            raise self._write_error(error, f"deleting Secret {namespace}/{name}") from None
+        with self._own_write(namespace, name):
+            try:
+                release(
+                    self._core.delete_namespaced_secret(name, namespace, body=body, _preload_content=False)
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return
+                raise self._write_error(error, f"deleting Secret {namespace}/{name}") from None
+            self.own_writes.deleted((namespace, name), uid)
         self._count("delete")
+
+    @contextlib.contextmanager
+    def _own_write(self, namespace: str, name: str) -> Iterator[None]:
+        key = (namespace, name)
+        self.own_writes.begin(key)
+        try:
+            yield
+        finally:
+            self.own_writes.end(key)
 
     def _count(self, verb: str) -> None:
         with self._lock:

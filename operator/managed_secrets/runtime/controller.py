@@ -28,6 +28,7 @@ from managed_secrets.errors import InvalidSpec, Reason, SyncError
 from managed_secrets.memory import release_free_memory
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecret, ManagedSecretRef
 from managed_secrets.models.parse import parse_managed_secret
+from managed_secrets.runtime.drift import DriftLimiter
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ class ControllerSettings:
     backoff_max: float = 300.0
     #: Refreshes are spread over +/- this share of the interval.
     refresh_jitter: float = 0.1
+    #: Repairs of a Secret someone else keeps changing: the first at once, then base * 2**n apart, capped.
+    drift_repair_base: float = 1.0
+    drift_repair_max: float = 300.0
 
 
 @dataclass
@@ -110,6 +114,11 @@ class Controller:
         )
         self.reconciles = 0
         self._amend_lock = threading.Lock()
+        self._drift = DriftLimiter(
+            base=self._settings.drift_repair_base, cap=self._settings.drift_repair_max, clock=clock
+        )
+        #: Objects whose next reconcile is a drift repair (added in the event loop, taken by a worker).
+        self._drift_pending: set[Key] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -167,6 +176,31 @@ class Controller:
 
     def forget(self, namespace: str, name: str) -> None:
         self._states.pop((namespace, name), None)
+        self._drift.forget((namespace, name))
+        self._drift_pending.discard((namespace, name))
+
+    def secret_drifted(self, namespace: str, name: str, secret_name: str, *, deleted: bool) -> None:
+        """Someone else changed or deleted the Secret of ManagedSecret namespace/name (from the Secret
+        watch, in the event loop): repair it now from cached reads, more slowly if it keeps drifting."""
+        key: Key = (namespace, name)
+        state = self._states.get(key)
+        if state is None or state.deleting or _target_name(state.body) != secret_name:
+            return  # not this object's target (a stale or copied label), or the object is going away
+        metrics.DRIFT_EVENTS.labels("deleted" if deleted else "modified").inc()
+        delay = self._drift.admit(key)
+        if delay is None:
+            return  # a repair is already due; it will see this change too
+        if delay > 0:
+            metrics.DRIFT_REPAIRS.labels("delayed").inc()
+            log.info("%s: Secret %s keeps changing; repairing in %.0f s", state.ref, secret_name, delay)
+            asyncio.get_running_loop().call_later(delay, self._repair_drift, key)
+        else:
+            self._repair_drift(key)
+
+    def _repair_drift(self, key: Key) -> None:
+        if key in self._states:
+            self._drift_pending.add(key)
+            self._enqueue(key)
 
     def backend_changed(self, kind: BackendKind, name: str, namespace: str | None) -> None:
         """Reconcile every ManagedSecret that uses this backend now, not at its next refresh."""
@@ -249,6 +283,9 @@ class Controller:
         started = time.perf_counter()
         current = state.status
         generation = state.generation
+        # A drift repair reads what the last sync read (the read cache, no store read while it is recent)
+        # and leaves the refresh schedule as it is.
+        drift = self._take_drift(state)
         ms: ManagedSecret | None = None
         try:
             ms = parse_managed_secret(state.body)
@@ -264,11 +301,12 @@ class Controller:
             result = self._reconciler.sync(
                 ms,
                 force=force,
-                last_refresh=_latest(state.last_refresh, state.last_failure),
+                last_refresh=None if drift else _latest(state.last_refresh, state.last_failure),
                 target_known_absent=state.last_refresh is None and not current.get("secretName"),
             )
         except SyncError as error:
             metrics.SYNCS.labels("error", error.reason.value).inc()
+            _count_drift_repair(drift, "failed")
             self._report_failure(state, current, generation, error)
             interval = ms.spec.refresh_interval.total_seconds() if ms is not None else 0
             if error.transient:
@@ -279,6 +317,7 @@ class Controller:
             log.error("%s: unexpected %s during reconcile", state.ref, type(error).__name__)  # noqa: TRY400
             internal = SyncError(f"internal error ({type(error).__name__}); see the operator log")
             metrics.SYNCS.labels("error", Reason.INTERNAL_ERROR.value).inc()
+            _count_drift_repair(drift, "failed")
             self._report_failure(state, current, generation, internal)
             return self._backoff(state, ms.spec.refresh_interval.total_seconds() if ms is not None else 0)
         finally:
@@ -287,7 +326,7 @@ class Controller:
         if result.action is not WriteAction.UNCHANGED:
             metrics.SECRET_WRITES.labels(result.action.value.lower()).inc()
         state.failures = 0
-        state.last_refresh = self._clock()
+        refresh_in = self._mark_refreshed(state, drift=drift)
         was_ready = state.ready
         state.ready = True
         new = status_model.success_status(current, generation, result)
@@ -298,7 +337,9 @@ class Controller:
                 log.error("%s: post-sync hook failed: %s", state.ref, type(error).__name__)  # noqa: TRY400
         self._write_status(state, current, new)
         # Events for what a person needs to see (a change, a recovery); a first creation shows in status.
-        if result.action is WriteAction.UPDATED or was_ready is False:
+        if drift:
+            self._drift_repaired(state, result)
+        elif result.action is WriteAction.UPDATED or was_ready is False:
             self._event(
                 state,
                 "Normal",
@@ -306,8 +347,36 @@ class Controller:
                 f"Secret {result.secret_name}: {len(result.keys)} keys "
                 f"({'data changed' if result.data_changed else result.action.value.lower()})",
             )
+        if refresh_in > 0:
+            return refresh_in  # the refresh (or retry) already due stays where it was
         interval = ms.spec.refresh_interval.total_seconds()
         return self._jittered(interval) if interval > 0 else None
+
+    def _mark_refreshed(self, state: _State, *, drift: bool) -> float:
+        """A drift repair before the object's next timer leaves that timer (and ``last_refresh``) as it
+        was and returns the time left; any other successful run counts as the refresh (returns 0)."""
+        left = state.due - self._clock() if drift else 0.0
+        if left <= 0:
+            state.last_refresh = self._clock()
+        return max(left, 0.0)
+
+    def _drift_repaired(self, state: _State, result: SyncResult) -> None:
+        if result.action is WriteAction.UNCHANGED:
+            _count_drift_repair(drift=True, result="in_sync")
+            return
+        _count_drift_repair(drift=True, result="repaired")
+        message = (
+            f"Secret {result.secret_name} was changed or deleted outside the operator; "
+            f"restored ({len(result.keys)} keys)"
+        )
+        self._event(state, "Normal", "DriftRepaired", message)
+
+    def _take_drift(self, state: _State) -> bool:
+        try:
+            self._drift_pending.remove((state.ref.namespace, state.ref.name))
+        except KeyError:
+            return False
+        return True
 
     def _ensure_finalizer(self, state: _State, *, needed: bool) -> None:
         finalizers = _finalizers(state.body)
@@ -421,6 +490,16 @@ def backoff_delay(settings: ControllerSettings, failures: int, interval: float =
 def _latest(*times: float | None) -> float | None:
     known = [t for t in times if t is not None]
     return max(known) if known else None
+
+
+def _count_drift_repair(drift: bool, result: str) -> None:
+    if drift:
+        metrics.DRIFT_REPAIRS.labels(result).inc()
+
+
+def _target_name(body: Mapping[str, Any]) -> str:
+    target = (body.get("spec") or {}).get("target") or {}
+    return str(target.get("name") or (body.get("metadata") or {}).get("name", ""))
 
 
 def _finalizers(body: Mapping[str, Any]) -> list[str]:

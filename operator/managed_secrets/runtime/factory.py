@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from managed_secrets.core.reads import ReadCache
 from managed_secrets.core.reconcile import Reconciler
 from managed_secrets.errors import SyncError
 from managed_secrets.kube.cluster import KubeCluster
+from managed_secrets.kube.secretwatch import SecretChange, SecretWatch
 from managed_secrets.kube.workloads import KubeWorkloads
 from managed_secrets.providers.guard import (
     WELL_KNOWN_API_AUDIENCES,
@@ -136,6 +139,8 @@ class Runtime:
     reconciler: Reconciler
     controller: Controller
     rollouts: Rollouts
+    #: Started and stopped with the controller (handlers/operator.py).
+    secret_watch: SecretWatch
 
     def close(self) -> None:
         self.rollouts.close()
@@ -177,4 +182,18 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
         on_synced=rollouts.on_synced,
     )
     rollouts.attach(controller)
-    return Runtime(config, cluster, providers, reads, reconciler, controller, rollouts)
+    loop = asyncio.get_running_loop()
+
+    def secret_changed(change: SecretChange) -> None:  # in a watch or worker thread
+        for owner in change.owners:
+            drifted = functools.partial(
+                controller.secret_drifted, change.namespace, owner, change.name, deleted=change.deleted
+            )
+            with contextlib.suppress(RuntimeError):  # the loop is closing: the operator is stopping
+                loop.call_soon_threadsafe(drifted)
+
+    # A client of its own: a watch holds its connection for minutes.
+    secret_watch = SecretWatch(
+        make_api_client(config), cluster.own_writes, secret_changed, namespaces=config.namespaces
+    )
+    return Runtime(config, cluster, providers, reads, reconciler, controller, rollouts, secret_watch)
