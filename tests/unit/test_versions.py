@@ -11,6 +11,7 @@ import pytest
 from managed_secrets.errors import SyncError, VersionNotFound
 from managed_secrets.providers.aws import parameter_selector, secrets_manager_version
 from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider
+from managed_secrets.providers.guard import CredentialPolicy, EndpointAllowlist
 from managed_secrets.providers.registry import ProviderRegistry
 from managed_secrets.providers.vault import kv2_version
 
@@ -194,6 +195,10 @@ def provider(store: str) -> SecretProvider:
         default_namespace="team-a",
         backend_label=f"SecretBackend team-a/{store}",
         options={"timeout_seconds": 1, "max_attempts": 1},
+        # The endpoints in PROVIDERS are on 127.0.0.1, where nothing listens.
+        policy=CredentialPolicy(
+            endpoints=EndpointAllowlist.from_patterns(["http://127.0.0.1:*", "https://127.0.0.1:*"])
+        ),
     )
     return ProviderRegistry(load_entry_points=False).factory(name)(config, context)
 
