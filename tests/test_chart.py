@@ -32,6 +32,7 @@ from harness.controlplane import REPO_ROOT, ControlPlane, KubectlError, free_por
 from harness.helm import CHART_DIR, Helm, build_helm
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
+from managed_secrets.cli import _parser
 from managed_secrets.config import OperatorConfig
 
 RBAC_RULES = yaml.safe_load((CHART_DIR / "files" / "rbac-rules.yaml").read_text())
@@ -189,6 +190,29 @@ def test_overrides(helm: Helm) -> None:
     assert c["resources"]["limits"] == {"memory": "256Mi"}
     sa = one(docs, "ServiceAccount")
     assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}
+
+
+def test_template_limits_fairness_and_stall_values_become_flags(helm: Helm) -> None:
+    docs = helm.render(
+        {
+            "workersPerNamespace": 8,
+            "stallTimeoutSeconds": 300,
+            "templates": {"timeoutSeconds": 0.5, "maxOutputBytes": 4194304, "memoryMiB": 256, "processes": 4},
+        }
+    )
+    args = container(docs)["args"]
+    for flag in (
+        "--workers-per-namespace=8",
+        "--stall-timeout=300",
+        "--template-timeout=0.5",
+        "--template-max-output=4194304",
+        "--template-memory-mib=256",
+        "--template-processes=4",
+    ):
+        assert flag in args
+    # Every flag the chart passes is one `managed-secrets run` accepts.
+    _parser().parse_args(["run", *args])
+    assert "timeout" in helm.render_error({"templates": {"timeout": 2}})  # the schema refuses unknown keys
 
 
 def test_service_monitor_toggle(helm: Helm) -> None:

@@ -13,11 +13,13 @@ from managed_secrets import metrics
 from managed_secrets.config import OperatorConfig
 from managed_secrets.core.clients import ProviderPool
 from managed_secrets.core.reads import ReadCache
-from managed_secrets.core.reconcile import Reconciler
+from managed_secrets.core.reconcile import Reconciler, render_owner
+from managed_secrets.core.render import RenderLimits
 from managed_secrets.kube.cluster import KubeCluster
 from managed_secrets.kube.workloads import KubeWorkloads
 from managed_secrets.providers.registry import ProviderRegistry
 from managed_secrets.runtime.controller import Controller, ControllerSettings
+from managed_secrets.runtime.render_pool import RenderPool
 from managed_secrets.runtime.rollouts import Rollouts, ensure_hmac_key
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,16 @@ class Runtime:
     reconciler: Reconciler
     controller: Controller
     rollouts: Rollouts
+    renderer: RenderPool
+
+    async def stop(self) -> None:
+        """Stop within a bound: reconciles in flight get the controller's grace, then renders are killed."""
+        await self.controller.stop()
+        self.renderer.close()
+        self.close()
 
     def close(self) -> None:
+        self.renderer.close()
         self.rollouts.close()
         self.providers.close()
 
@@ -62,7 +72,15 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
         metrics.PROVIDER_CALLS.labels(backend_type, operation).inc()
         metrics.PROVIDER_KEYS.labels(backend_type).inc(keys)
 
-    reconciler = Reconciler(cluster, providers, reads, observe_fetch=observe_fetch)
+    renderer = RenderPool(
+        RenderLimits(
+            timeout=config.template_timeout,
+            max_output=config.template_max_output,
+            memory_mib=config.template_memory_mib,
+        ),
+        processes=config.template_processes,
+    )
+    reconciler = Reconciler(cluster, providers, reads, observe_fetch=observe_fetch, renderer=renderer)
     # Built in the operator's start-up handler: its event loop runs the restart timers.
     rollouts = Rollouts(
         KubeWorkloads(api),
@@ -75,9 +93,14 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
         reconciler,
         cluster,
         ControllerSettings(
-            workers=config.workers, backoff_base=config.backoff_base, backoff_max=config.backoff_max
+            workers=config.workers,
+            backoff_base=config.backoff_base,
+            backoff_max=config.backoff_max,
+            workers_per_namespace=config.workers_per_namespace or None,
+            stall_timeout=config.stall_timeout,
         ),
         on_synced=rollouts.on_synced,
+        on_deleted=lambda ref: renderer.cancel(render_owner(ref)),
     )
     rollouts.attach(controller)
-    return Runtime(config, cluster, providers, reads, reconciler, controller, rollouts)
+    return Runtime(config, cluster, providers, reads, reconciler, controller, rollouts, renderer)
