@@ -32,6 +32,7 @@ from harness.controlplane import REPO_ROOT, ControlPlane, KubectlError, free_por
 from harness.helm import CHART_DIR, Helm, build_helm
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
+from managed_secrets.cli import _parser
 from managed_secrets.config import OperatorConfig
 from managed_secrets.providers.guard import ALLOWED_BACKENDS_ANNOTATION as ALLOWED_BACKENDS
 
@@ -219,6 +220,29 @@ def test_security_values_become_flags(helm: Helm) -> None:
     assert "--allowed-store-endpoint=https://*.vault.example.com" in args
     assert "--api-audience=https://kubernetes.example" in args
     assert "--allow-operator-identity-for-secretbackends" in args
+
+
+def test_template_limits_fairness_and_stall_values_become_flags(helm: Helm) -> None:
+    docs = helm.render(
+        {
+            "workersPerNamespace": 8,
+            "stallTimeoutSeconds": 300,
+            "templates": {"timeoutSeconds": 0.5, "maxOutputBytes": 4194304, "memoryMiB": 256, "processes": 4},
+        }
+    )
+    args = container(docs)["args"]
+    for flag in (
+        "--workers-per-namespace=8",
+        "--stall-timeout=300",
+        "--template-timeout=0.5",
+        "--template-max-output=4194304",
+        "--template-memory-mib=256",
+        "--template-processes=4",
+    ):
+        assert flag in args
+    # Every flag the chart passes is one `managed-secrets run` accepts.
+    _parser().parse_args(["run", *args])
+    assert "timeout" in helm.render_error({"templates": {"timeout": 2}})  # the schema refuses unknown keys
 
 
 def test_service_monitor_toggle(helm: Helm) -> None:

@@ -10,8 +10,9 @@ List``) is checked as the API server would, without a cluster:
 2. the CEL rules of the schema (``x-kubernetes-validations``) are evaluated, when the optional ``cel-python``
    package is installed (``pip install 'managed-secrets[check]'``);
 3. when the schema finds nothing, the operator's own rules run: the same parsing the operator does
-   (``managed_secrets.models.parse``) and the configuration model of the backend's provider, when that
-   provider's module can be imported.
+   (``managed_secrets.models.parse``), every template compiled (``target.template.data`` and
+   ``binaryData``, in the operator's sandbox, without rendering) and the configuration model of the
+   backend's provider, when that provider's module can be imported.
 
 Every problem is printed as ``file:line: Kind namespace/name: field: message``, with the line of the
 offending field. The exit code is 1 when anything is wrong, else 0. Documents of other kinds are skipped.
@@ -37,6 +38,7 @@ import jsonschema
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from managed_secrets.core.render import syntax_error
 from managed_secrets.errors import SyncError
 from managed_secrets.models.managedsecret import ManagedSecretSpec
 from managed_secrets.models.parse import parse_backend
@@ -437,9 +439,11 @@ def _operator_rules(doc: _Document, kind: str) -> None:
     spec = doc.body.get("spec") or {}
     if kind == "ManagedSecret":
         try:
-            ManagedSecretSpec.model_validate(spec)
+            parsed = ManagedSecretSpec.model_validate(spec)
         except ValidationError as error:
             _validation_errors(doc, error, ("spec",))
+            return
+        _template_errors(doc, parsed)
         return
     try:
         backend = parse_backend(doc.body)
@@ -455,6 +459,22 @@ def _operator_rules(doc: _Document, kind: str) -> None:
         model.model_validate(backend.config)
     except ValidationError as error:
         _validation_errors(doc, error, ("spec", backend.provider))
+
+
+def _template_errors(doc: _Document, spec: ManagedSecretSpec) -> None:
+    """Compile each template as the operator would (syntax only; nothing is rendered)."""
+    template = spec.target.template
+    if template is None:
+        return
+    for field_name, group in (("data", template.data), ("binaryData", template.binary_data)):
+        for key, source in group.items():
+            try:
+                found = syntax_error(source)
+            except Exception as error:  # never let one template stop the check of the others
+                found = (1, f"cannot be compiled ({type(error).__name__})")
+            if found is not None:
+                line, message = found
+                doc.add(("spec", "target", "template", field_name, key), f"template line {line}: {message}")
 
 
 # -- documents and files ---------------------------------------------------------------------------------

@@ -28,7 +28,45 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-address", default="0.0.0.0", help="address for the metrics server")  # noqa: S104
     run.add_argument("--health-port", type=int, default=None, help="serve /healthz on this port")
     run.add_argument("--health-address", default="0.0.0.0", help="address for the health endpoint")  # noqa: S104
-    run.add_argument("--workers", type=int, default=None, help="concurrent reconciles")
+    run.add_argument("--workers", type=int, default=None, help="concurrent reconciles (default 32)")
+    run.add_argument(
+        "--workers-per-namespace",
+        type=int,
+        default=None,
+        help="most reconciles of one namespace at once, so one tenant cannot take every worker "
+        "(default: half of --workers)",
+    )
+    run.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=None,
+        help="seconds without any reconcile finishing, while work waits or runs, after which /healthz "
+        "fails (default 120)",
+    )
+    run.add_argument(
+        "--template-timeout",
+        type=float,
+        default=None,
+        help="wall-clock seconds to render one Secret's templates; over it: TemplateError (default 2)",
+    )
+    run.add_argument(
+        "--template-max-output",
+        type=int,
+        default=None,
+        help="bytes of rendered data per Secret (default 1048576)",
+    )
+    run.add_argument(
+        "--template-memory-mib",
+        type=int,
+        default=None,
+        help="memory (address space) of a render process, MiB (default 128)",
+    )
+    run.add_argument(
+        "--template-processes",
+        type=int,
+        default=None,
+        help="render processes, started on first use (default 2)",
+    )
     run.add_argument("--kubeconfig", default=None)
     run.add_argument(
         "--operator-namespace",
@@ -78,6 +116,12 @@ def _config(args: argparse.Namespace) -> OperatorConfig:
         "metrics_port": args.metrics_port,
         "health_port": args.health_port,
         "workers": args.workers,
+        "workers_per_namespace": args.workers_per_namespace,
+        "stall_timeout": args.stall_timeout,
+        "template_timeout": args.template_timeout,
+        "template_max_output": args.template_max_output,
+        "template_memory_mib": args.template_memory_mib,
+        "template_processes": args.template_processes,
         "kubeconfig": args.kubeconfig,
         "operator_namespace": args.operator_namespace,
         "allowed_store_endpoints": tuple(args.allowed_store_endpoint) or None,

@@ -58,6 +58,16 @@ class OperatorConfig:
     metrics_port: int = 0  # 0: no metrics server
     health_port: int = 0  # 0: no health endpoint
     workers: int = 32
+    #: Most workers one namespace may hold at once; 0: half of the workers.
+    workers_per_namespace: int = 0
+    #: Liveness fails when work waits or runs this long (seconds) without any reconcile finishing.
+    stall_timeout: float = 120.0
+    #: Limits of one Secret's templates: wall-clock seconds, rendered bytes, MiB of the render process.
+    template_timeout: float = 2.0
+    template_max_output: int = 1 << 20
+    template_memory_mib: int = 128
+    #: Render processes (each about 20 MiB; started when the first template renders).
+    template_processes: int = 2
     backoff_base: float = 5.0
     backoff_max: float = 300.0
     #: Passed to providers (timeouts, test hooks); no credentials here.
@@ -99,6 +109,12 @@ class OperatorConfig:
             metrics_port=_number("METRICS_PORT", "0", int),
             health_port=_number("HEALTH_PORT", "0", int),
             workers=_number("WORKERS", "32", int),
+            workers_per_namespace=_number("WORKERS_PER_NAMESPACE", "0", int),
+            stall_timeout=_number("STALL_TIMEOUT", "120", float),
+            template_timeout=_number("TEMPLATE_TIMEOUT", "2", float),
+            template_max_output=_number("TEMPLATE_MAX_OUTPUT", str(1 << 20), int),
+            template_memory_mib=_number("TEMPLATE_MEMORY_MIB", "128", int),
+            template_processes=_number("TEMPLATE_PROCESSES", "2", int),
             backoff_base=_number("BACKOFF_BASE", "5", float),
             backoff_max=_number("BACKOFF_MAX", "300", float),
             kubeconfig=_env("KUBECONFIG", os.environ.get("KUBECONFIG", "")),

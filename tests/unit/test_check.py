@@ -446,3 +446,40 @@ def test_standard_input_that_is_not_utf8(monkeypatch: pytest.MonkeyPatch) -> Non
     code, out, _ = run_check("-")
     assert code == 1
     assert out.startswith("-:1: not UTF-8 text")
+
+
+def test_template_syntax_errors_are_reported_per_key_and_other_files_still_checked(tmp_path: Path) -> None:
+    """Every template is compiled offline; a template the parser cannot even handle does not stop the run."""
+    bad = tmp_path / "a-bad.yaml"
+    bad.write_text(
+        "apiVersion: managedsecrets.io/v1alpha1\n"
+        "kind: ManagedSecret\n"
+        "metadata: {name: app, namespace: team-a}\n"
+        "spec:\n"
+        "  backendRef: {name: vault}\n"
+        "  data: [{secretKey: pw, remoteRef: {key: app/db}}]\n"
+        "  target:\n"
+        "    template:\n"
+        "      data:\n"
+        '        ok: "{{ pw }}"\n'
+        '        url: "{{ pw }"\n'
+        '        deep: "{{ ' + "(" * 50_000 + ' }}"\n'
+    )
+    good = tmp_path / "b-good.yaml"
+    good.write_text(bad.read_text().split("      data:\n")[0] + '      data: {ok: "{{ pw }}"}\n')
+    also_bad = tmp_path / "c-also-bad.yaml"
+    also_bad.write_text(bad.read_text().replace("name: app,", "name: other,"))
+    code, out, err = run_check(bad, good, also_bad)
+    assert code == 1
+    lines = out.splitlines()
+    assert (
+        f"{bad}:11: ManagedSecret team-a/app: spec.target.template.data.url: template line 1: unexpected '}}'"
+        in lines
+    )
+    assert any(
+        line.startswith(f"{bad}:12: ManagedSecret team-a/app: spec.target.template.data.deep: ")
+        for line in lines
+    )
+    assert any(line.startswith(f"{also_bad}:11: ManagedSecret team-a/other:") for line in lines)
+    assert not any(str(good) in line for line in lines)
+    assert "3 managedsecrets.io resources in 3 files: 4 errors" in err

@@ -56,7 +56,7 @@ def test_templates_render_values_and_filters() -> None:
     [
         ("{{ missing }}", "'missing' is undefined"),
         ("{{ user.__class__.__mro__ }}", "template for key"),
-        ("{{ password | int + 'x' }}", "rendering failed"),
+        ("{{ password | int + 'x' }}", "'+' failed (TypeError)"),
     ],
 )
 def test_template_errors_never_quote_values(template: str, expected: str) -> None:

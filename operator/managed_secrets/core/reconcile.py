@@ -37,11 +37,17 @@ from managed_secrets.core.ownership import (
 )
 from managed_secrets.core.ports import Cluster, OperatorKey, OwnerReference, SecretObject
 from managed_secrets.core.reads import ReadCache
-from managed_secrets.core.render import check_templates, render_templates
+from managed_secrets.core.render import InProcessRenderer, Renderer
 from managed_secrets.core.secret_rules import check_secret
 from managed_secrets.core.values import extract_fields, pick_property
 from managed_secrets.models.backend import Backend, NamespaceCondition
-from managed_secrets.models.managedsecret import BackendKind, CreationPolicy, DeletionPolicy, ManagedSecret
+from managed_secrets.models.managedsecret import (
+    BackendKind,
+    CreationPolicy,
+    DeletionPolicy,
+    ManagedSecret,
+    ManagedSecretRef,
+)
 from managed_secrets.providers.base import RemoteKey
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,11 @@ def owner_reference(ms: ManagedSecret) -> OwnerReference:
     return OwnerReference(api_version=API_VERSION, kind=KIND, name=ms.ref.name, uid=ms.ref.uid)
 
 
+def render_owner(ref: ManagedSecretRef) -> str:
+    """Whose render it is, for the renderer: ``namespace/name/uid`` (fair by namespace, cancelled by all)."""
+    return f"{ref.namespace}/{ref.name}/{ref.uid}"
+
+
 def needs_finalizer(ms: ManagedSecret) -> bool:
     """Cleanup the garbage collector cannot do: Orphan or Merge targets under deletionPolicy Delete."""
     target = ms.spec.target
@@ -91,6 +102,7 @@ class Reconciler:
         *,
         observe_fetch: FetchObserver | None = None,
         operator_key: OperatorKey | None = None,
+        renderer: Renderer | None = None,
     ) -> None:
         self._cluster = cluster
         self._providers = providers
@@ -98,6 +110,7 @@ class Reconciler:
         self._observe_fetch = observe_fetch
         # The operator passes its stable key; a key of this instance's own is for tests only.
         self._operator_key = operator_key or _ephemeral_key()
+        self._renderer = renderer or InProcessRenderer()
 
     # -- the reconcile ----------------------------------------------------------------------------------
 
@@ -118,7 +131,7 @@ class Reconciler:
         backend, conditions = self.resolve_backend(ms)
         template = ms.spec.target.template
         if template is not None:
-            check_templates(template.data)
+            self._renderer.check(template.data, template.binary_data)
         refs = self._remote_refs(ms)
         self._check_key_scope(ms, backend, conditions, refs)
         values = self._fetch(ms, backend, refs, force=force, last_refresh=last_refresh)
@@ -206,8 +219,7 @@ class Reconciler:
             values[ref] = outcome
         return values
 
-    @staticmethod
-    def _build_data(ms: ManagedSecret, values: Mapping[RemoteKey, bytes]) -> dict[str, bytes]:
+    def _build_data(self, ms: ManagedSecret, values: Mapping[RemoteKey, bytes]) -> dict[str, bytes]:
         data: dict[str, bytes] = {}
         for item in ms.spec.data_from:  # explicit `data` entries below win over extracted fields
             ref = RemoteKey(item.extract.key, item.extract.version)
@@ -219,8 +231,10 @@ class Reconciler:
                 raw if remote.property is None else pick_property(raw, remote.key, remote.property)
             )
         template = ms.spec.target.template
-        if template is not None and template.data:
-            data = render_templates(template.data, data)
+        if template is not None and (template.data or template.binary_data):
+            data = self._renderer.render(
+                template.data, template.binary_data, data, owner=render_owner(ms.ref)
+            )
         for name in data:
             if not _SECRET_KEY.match(name):
                 raise errors.InvalidSpec(

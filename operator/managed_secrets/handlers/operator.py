@@ -55,6 +55,8 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
         settings.networking.request_timeout = 30
         settings.peering.standalone = True
         settings.persistence.diffbase_storage = NoDiffBaseStorage()
+        # Last resort after SIGTERM (Kopf's default is 10 minutes); the runtime's own stop is bounded.
+        settings.process.ultimate_exiting_timeout = 30
         rt = build_runtime(config)
         holder["runtime"] = rt
         await rt.controller.start()
@@ -81,9 +83,9 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
     async def cleanup(**_: Any) -> None:
         rt = holder.pop("runtime", None)
         if rt is not None:
-            await asyncio.to_thread(rt.secret_watch.stop)
-            await rt.controller.stop()
-            rt.close()
+            await rt.stop()
+
+    kopf.on.probe(registry=registry, id="reconciles")(_liveness_probe(holder))
 
     @kopf.on.event(GROUP, VERSION, "managedsecrets", registry=registry)
     async def managed_secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
@@ -114,6 +116,20 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
         backend_event(BackendKind.CLUSTER_SECRET_BACKEND)
     )
     return registry
+
+
+def _liveness_probe(holder: dict[str, Runtime]) -> Any:
+    async def reconciles(**_: Any) -> Mapping[str, Any]:
+        # Kopf's /healthz answers 500 when a probe raises; PermanentError: no retry inside the request.
+        rt = holder.get("runtime")
+        if rt is None:
+            return {}
+        liveness = rt.controller.liveness()
+        if not liveness.alive:
+            raise kopf.PermanentError(liveness.message)
+        return dict(liveness.details)
+
+    return reconciles
 
 
 #: Metadata the runtime reads; the rest (managedFields, last-applied-configuration) would only cost memory.

@@ -89,7 +89,17 @@ class DataFromItem(CamelModel):
 
 
 class TargetTemplate(CamelModel):
+    #: Secret key -> template of its text (written as UTF-8).
     data: dict[str, str] = Field(default_factory=dict)
+    #: Secret key -> template that renders base64, decoded into the Secret: any bytes.
+    binary_data: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _keys_once(self) -> TargetTemplate:
+        both = sorted(set(self.data) & set(self.binary_data))
+        if both:
+            raise ValueError(f"key {both[0]!r} is in both data and binaryData; keep it in one")
+        return self
 
 
 class Target(CamelModel):

@@ -4,6 +4,13 @@ becomes one entry per object, deduplicated, and one reconcile at a time per obje
 Watch events only decide *whether* to reconcile: a new generation or a new force-sync token does; the
 echo of our own status write does not. Blocking work (SDKs, the Kubernetes client) runs in a thread pool
 sized with the workers, so the event loop stays free.
+
+Fairness and liveness: the queue takes namespaces in turn and lets one namespace hold at most
+``workers_per_namespace`` workers (runtime/fairqueue.py), so one tenant's slow or hostile objects cannot
+starve the others. The controller notes when reconciles finish; ``liveness`` reports it stalled when
+work has waited or run for ``stall_timeout`` without any reconcile finishing (the liveness probe then
+fails and the pod is restarted). ``stop`` waits at most ``stop_grace`` for reconciles in flight: the
+worker threads are daemons, so a stuck one cannot keep the process from exiting.
 """
 
 from __future__ import annotations
@@ -16,9 +23,9 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from managed_secrets import metrics
@@ -29,6 +36,8 @@ from managed_secrets.memory import release_free_memory
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecret, ManagedSecretRef
 from managed_secrets.models.parse import parse_managed_secret
 from managed_secrets.runtime.drift import DriftLimiter
+from managed_secrets.runtime.fairqueue import FairQueue
+from managed_secrets.runtime.threads import DaemonThreadPool
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,24 @@ class ControllerSettings:
     #: Repairs of a Secret someone else keeps changing: the first at once, then base * 2**n apart, capped.
     drift_repair_base: float = 1.0
     drift_repair_max: float = 300.0
+    #: Most workers one namespace may hold at once; None: half of them (at least one).
+    workers_per_namespace: int | None = None
+    #: Liveness fails when work waited or ran this long without any reconcile finishing.
+    stall_timeout: float = 120.0
+    #: On stop, how long reconciles in flight may take to finish.
+    stop_grace: float = 5.0
+
+    @property
+    def namespace_share(self) -> int:
+        share = self.workers_per_namespace or max(1, self.workers // 2)
+        return max(1, min(share, self.workers))
+
+
+@dataclass(frozen=True)
+class Liveness:
+    alive: bool
+    message: str
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,22 +123,24 @@ class Controller:
         settings: ControllerSettings | None = None,
         *,
         on_synced: SyncHook | None = None,
+        on_deleted: Callable[[ManagedSecretRef], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reconciler = reconciler
         self._writer = writer
         self._settings = settings or ControllerSettings()
         self._on_synced = on_synced
+        #: Called when an object is deleted or its deletion starts: work in flight for it may stop.
+        self._on_deleted = on_deleted
         self._clock = clock
         self._states: dict[Key, _State] = {}
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queue: FairQueue[Key] = FairQueue(lambda key: key[0], self._settings.namespace_share)
+        self._idle_workers: deque[asyncio.Future[None]] = deque()
         self._timers: list[tuple[float, int, Key]] = []
         self._timer_seq = itertools.count()
         self._timer_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._executor = ThreadPoolExecutor(
-            max_workers=self._settings.workers, thread_name_prefix="reconcile"
-        )
+        self._threads = DaemonThreadPool(self._settings.workers, "reconcile")
         self.reconciles = 0
         self._amend_lock = threading.Lock()
         self._drift = DriftLimiter(
@@ -119,6 +148,9 @@ class Controller:
         )
         #: Objects whose next reconcile is a drift repair (added in the event loop, taken by a worker).
         self._drift_pending: set[Key] = set()
+        #: When a reconcile last finished, or work arrived after the queue was empty.
+        self._progress_at = clock()
+        self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -130,12 +162,36 @@ class Controller:
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="gauges"))
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._threads.shutdown()
+        running = [asyncio.wrap_future(future) for future in self._threads.running()]
+        if running:
+            _, stuck = await asyncio.wait(running, timeout=self._settings.stop_grace)
+            if stuck:
+                log.warning(
+                    "%d reconciles still running after %g s; stopping without them",
+                    len(stuck),
+                    self._settings.stop_grace,
+                )
+
+    def liveness(self) -> Liveness:
+        """Stalled: work waiting or running, and no reconcile finished for ``stall_timeout``."""
+        queued, running = len(self._queue), self._queue.taken
+        idle = self._clock() - self._progress_at
+        details = {"queued": queued, "running": running, "secondsSinceProgress": round(idle, 1)}
+        if (queued or running) and idle > self._settings.stall_timeout:
+            return Liveness(
+                alive=False,
+                message=f"no reconcile finished for {idle:.0f} s (limit {self._settings.stall_timeout:g} s) "
+                f"with {running} running and {queued} waiting",
+                details=details,
+            )
+        return Liveness(alive=True, message="reconciles progress", details=details)
 
     # -- inputs ------------------------------------------------------------------------------------------
 
@@ -162,7 +218,9 @@ class Controller:
             return
         state.body = body
         state.status = dict(body.get("status") or {})
-        state.deleting = bool(meta.get("deletionTimestamp"))
+        was_deleting, state.deleting = state.deleting, bool(meta.get("deletionTimestamp"))
+        if state.deleting and not was_deleting and state.running and self._on_deleted is not None:
+            self._on_deleted(state.ref)
         if state.deleting:
             if FINALIZER in _finalizers(body):
                 self._enqueue(key)
@@ -175,7 +233,9 @@ class Controller:
         self._enqueue(key)
 
     def forget(self, namespace: str, name: str) -> None:
-        self._states.pop((namespace, name), None)
+        state = self._states.pop((namespace, name), None)
+        if state is not None and state.running and self._on_deleted is not None:
+            self._on_deleted(state.ref)
         self._drift.forget((namespace, name))
         self._drift_pending.discard((namespace, name))
 
@@ -210,6 +270,10 @@ class Controller:
                 state.failures = 0  # a changed backend is a new start: its retries begin short again
                 self._enqueue(key)
 
+    def work_in(self, namespace: str) -> tuple[int, int]:
+        """(waiting, running) reconciles of one namespace."""
+        return self._queue.waiting_in(namespace), self._queue.taken_in(namespace)
+
     def state_of(self, namespace: str, name: str) -> _State | None:
         return self._states.get((namespace, name))
 
@@ -223,7 +287,17 @@ class Controller:
             state.rerun = True
         elif not state.queued:
             state.queued = True
-            self._queue.put_nowait(key)
+            if not len(self._queue) and not self._queue.taken:
+                self._progress_at = self._clock()  # a stall counts from when work arrives
+            self._queue.put(key)
+            self._wake_worker()
+
+    def _wake_worker(self) -> None:
+        while self._idle_workers:
+            waiter = self._idle_workers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _schedule(self, key: Key, delay: float) -> None:
         state = self._states.get(key)
@@ -249,31 +323,42 @@ class Controller:
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            key = await self._queue.get()
-            state = self._states.get(key)
-            if state is None:
-                continue
-            state.queued = False
-            if state.deleting and FINALIZER not in _finalizers(state.body):
-                continue
-            state.running = True
-            force, state.force = state.force, False
-            work = self._cleanup if state.deleting else self._reconcile
+            while (key := self._queue.get()) is None:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._idle_workers.append(waiter)
+                await waiter
             try:
-                delay = await loop.run_in_executor(self._executor, work, state, force)
-            except Exception as error:
-                # The kind only: a foreign exception's text or traceback locals could hold a value.
-                log.error("%s: reconcile crashed (%s); retrying later", state.ref, type(error).__name__)  # noqa: TRY400
-                delay = self._backoff(state)
+                await self._process(key)
             finally:
-                state.running = False
-            if key not in self._states:
-                continue
-            if state.rerun:
-                state.rerun = False
-                self._enqueue(key)
-            elif delay is not None:
-                self._schedule(key, delay)
+                self._queue.done(key)
+                self._wake_worker()  # its namespace may have room again
+
+    async def _process(self, key: Key) -> None:
+        state = self._states.get(key)
+        if state is None:
+            return
+        state.queued = False
+        if state.deleting and FINALIZER not in _finalizers(state.body):
+            return
+        state.running = True
+        force, state.force = state.force, False
+        work = self._cleanup if state.deleting else self._reconcile
+        try:
+            delay = await asyncio.wrap_future(self._threads.submit(work, state, force))
+        except Exception as error:
+            # The kind only: a foreign exception's text or traceback locals could hold a value.
+            log.error("%s: reconcile crashed (%s); retrying later", state.ref, type(error).__name__)  # noqa: TRY400
+            delay = self._backoff(state)
+        finally:
+            state.running = False
+            self._progress_at = self._clock()
+        if key not in self._states:
+            return
+        if state.rerun:
+            state.rerun = False
+            self._enqueue(key)
+        elif delay is not None:
+            self._schedule(key, delay)
 
     # -- one reconcile (in a worker thread) --------------------------------------------------------------
 
@@ -411,6 +496,11 @@ class Controller:
     ) -> None:
         state.failures += 1
         state.last_failure = self._clock()
+        gone = self._states.get((state.ref.namespace, state.ref.name)) is not state or state.deleting
+        if self._stopping or gone:
+            # The failure is likely the stop's or the deletion's (a render cancelled): nothing to report.
+            log.info("%s: not synced (%s) while stopping or deleting", state.ref, error.reason.value)
+            return
         previous_reason = next(
             (c.get("reason") for c in current.get("conditions") or [] if c.get("type") == "Ready"), None
         )

@@ -18,7 +18,8 @@ from managed_secrets import metrics
 from managed_secrets.config import OperatorConfig
 from managed_secrets.core.clients import ProviderPool
 from managed_secrets.core.reads import ReadCache
-from managed_secrets.core.reconcile import Reconciler
+from managed_secrets.core.reconcile import Reconciler, render_owner
+from managed_secrets.core.render import RenderLimits
 from managed_secrets.errors import SyncError
 from managed_secrets.kube.cluster import KubeCluster
 from managed_secrets.kube.secretwatch import SecretChange, SecretWatch
@@ -32,6 +33,7 @@ from managed_secrets.providers.guard import (
 )
 from managed_secrets.providers.registry import ProviderRegistry
 from managed_secrets.runtime.controller import Controller, ControllerSettings
+from managed_secrets.runtime.render_pool import RenderPool
 from managed_secrets.runtime.rollouts import Rollouts, ensure_hmac_key
 
 log = logging.getLogger(__name__)
@@ -141,8 +143,17 @@ class Runtime:
     rollouts: Rollouts
     #: Started and stopped with the controller (handlers/operator.py).
     secret_watch: SecretWatch
+    renderer: RenderPool
+
+    async def stop(self) -> None:
+        """Stop within a bound: reconciles in flight get the controller's grace, then renders are killed."""
+        await asyncio.to_thread(self.secret_watch.stop)
+        await self.controller.stop()
+        self.renderer.close()
+        self.close()
 
     def close(self) -> None:
+        self.renderer.close()
         self.rollouts.close()
         self.providers.close()
 
@@ -164,7 +175,17 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
 
     # One key for restart hashes and ownership proofs, read (or created) once.
     hmac_key = _once(lambda: ensure_hmac_key(cluster, config.operator_namespace, config.hmac_key_secret))
-    reconciler = Reconciler(cluster, providers, reads, observe_fetch=observe_fetch, operator_key=hmac_key)
+    renderer = RenderPool(
+        RenderLimits(
+            timeout=config.template_timeout,
+            max_output=config.template_max_output,
+            memory_mib=config.template_memory_mib,
+        ),
+        processes=config.template_processes,
+    )
+    reconciler = Reconciler(
+        cluster, providers, reads, observe_fetch=observe_fetch, renderer=renderer, operator_key=hmac_key
+    )
     # Built in the operator's start-up handler: its event loop runs the restart timers.
     rollouts = Rollouts(
         KubeWorkloads(api),
@@ -177,9 +198,14 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
         reconciler,
         cluster,
         ControllerSettings(
-            workers=config.workers, backoff_base=config.backoff_base, backoff_max=config.backoff_max
+            workers=config.workers,
+            backoff_base=config.backoff_base,
+            backoff_max=config.backoff_max,
+            workers_per_namespace=config.workers_per_namespace or None,
+            stall_timeout=config.stall_timeout,
         ),
         on_synced=rollouts.on_synced,
+        on_deleted=lambda ref: renderer.cancel(render_owner(ref)),
     )
     rollouts.attach(controller)
     loop = asyncio.get_running_loop()
@@ -196,4 +222,6 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
     secret_watch = SecretWatch(
         make_api_client(config), cluster.own_writes, secret_changed, namespaces=config.namespaces
     )
-    return Runtime(config, cluster, providers, reads, reconciler, controller, rollouts, secret_watch)
+    return Runtime(
+        config, cluster, providers, reads, reconciler, controller, rollouts, secret_watch, renderer
+    )
