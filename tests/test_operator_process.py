@@ -28,7 +28,7 @@ from kubernetes import config as k8s_config
 
 from harness.controlplane import DEFAULT_CRD_DIR, OPERATOR_NAMESPACE, ControlPlane, free_port
 from harness.openbao import OpenBao
-from kube import Kube, wait_for
+from kube import Kube, allowed_for, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
 
@@ -62,7 +62,9 @@ def tenant(own_kube: Kube, openbao: OpenBao) -> Iterator[str]:
     """A namespace with a SecretBackend `vault` and a value at secret/<ns>/x."""
     name = f"tenant-{secrets.token_hex(3)}"
     own_kube.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-    own_kube.create_secret(name, "vault-token", {"token": openbao.root_token})
+    own_kube.create_secret(
+        name, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
+    )
     own_kube.create_backend(
         name,
         "vault",
@@ -97,6 +99,7 @@ class OperatorProcess:
                 f"--health-port={self.health_port}",
                 "--health-address=127.0.0.1",
                 "--log-format=text",
+                "--allowed-store-endpoint=http://127.0.0.1:*",  # the test servers
                 *flags,
             ],
             env=env,

@@ -24,7 +24,7 @@ from kubernetes import client as k8s
 from conftest import DebugLogCapture
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube, wait_for
+from kube import Kube, allowed_for, wait_for
 from leaks import assert_absent
 from managed_secrets.runtime.controller import ControllerSettings
 
@@ -53,7 +53,9 @@ def put(openbao: OpenBao, path: str, data: dict[str, Any]) -> None:
 
 
 def vault_backend_in(kube: Kube, openbao: OpenBao, namespace: str) -> None:
-    kube.create_secret(namespace, "vault-token", {"token": openbao.root_token})
+    kube.create_secret(
+        namespace, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
+    )
     kube.create_backend(
         namespace,
         "vault",
