@@ -38,6 +38,7 @@ from managed_secrets.errors import (
     BackendUnavailable,
     InvalidBackend,
     InvalidSpec,
+    KeyNotAllowed,
     RemoteKeyNotFound,
     SyncError,
     VersionNotFound,
@@ -52,6 +53,7 @@ from managed_secrets.providers.base import (
     ServiceAccountRef,
     parse_config,
 )
+from managed_secrets.providers.keys import refuse_ambiguous_version, refuse_if_ambiguous
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -123,6 +125,15 @@ _INVALID_CODES = frozenset(
 _STATUS_CODES = {401: "AccessDenied", 403: "AccessDenied", 404: "ResourceNotFoundException"}
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _CURRENT = "AWSCURRENT"
+# Canonical keys (see canonical_ref): names in the services' own character sets, ARNs parsed strictly so a
+# pattern's '*' cannot stretch over an ARN's fields. Partitions: aws, aws-cn, aws-us-gov, aws-iso-b, ...
+_ARN_HEAD = r"arn:aws(?:-[a-z]+)*:{service}:[a-z0-9-]+:[0-9]{{12}}"
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+_SECRET_ARN = re.compile("^" + _ARN_HEAD.format(service="secretsmanager") + r":secret:[A-Za-z0-9/_+=.@-]+$")
+_SECRET_VERSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_./-]{1,2048}$")
+_PARAMETER_ARN = re.compile("^" + _ARN_HEAD.format(service="ssm") + r":parameter/[A-Za-z0-9_./-]+$")
+_PARAMETER_SELECTOR = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 def _error_code(error: botocore.exceptions.ClientError) -> str:
@@ -356,6 +367,25 @@ class _AWSProvider:
                 self._client.close()
             self._client = None
 
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        raise NotImplementedError  # pragma: no cover - each service defines it
+
+    def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
+        """Reads of the canonical refs, answered under the refs as given."""
+        results: dict[RemoteKey, bytes | SyncError] = {}
+        canonical: dict[RemoteKey, RemoteKey] = {}
+        for ref in refs:
+            try:
+                canonical[ref] = self.canonical_ref(ref)
+            except SyncError as error:
+                results[ref] = error
+        read = self._fetch_many_canonical(list(dict.fromkeys(canonical.values())))
+        results.update({ref: read[key] for ref, key in canonical.items()})
+        return results
+
+    def _fetch_many_canonical(self, refs: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
+        raise NotImplementedError  # pragma: no cover - each service defines it
+
     def _with_retry_on_auth(self, read: Callable[[Any], bytes]) -> bytes:
         try:
             return read(self._get_client())
@@ -374,7 +404,38 @@ class SecretsManagerProvider(_AWSProvider):
     service_name = "secretsmanager"
     max_batch = SECRETS_MANAGER_MAX_BATCH
 
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        """A secret name, or a well-formed ARN (matched by scoping as the ARN, not as the name in it:
+        an ARN may name another account or region). Names are literal in Secrets Manager (no path
+        resolution) but dot and empty segments are refused anyway: they read as another secret to people.
+        """
+        # The version is checked below: "uuid/<id>" is this provider's own notation.
+        refuse_if_ambiguous(self._label, RemoteKey(ref.key), leading_slash=True, trailing_slash=True)
+        key = ref.key
+        if ":" in key:
+            if not _SECRET_ARN.match(key):
+                raise KeyNotAllowed(
+                    f"{self._label}: key {key!r} is neither a secret name nor a well-formed Secrets Manager"
+                    " ARN (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>)"
+                )
+        elif not _SECRET_NAME.match(key):
+            raise InvalidSpec(
+                f"{self._label}: key {key!r} is not a valid secret name (1-512 ASCII letters, digits and"
+                " /_+=.@-)"
+            )
+        version = ref.version
+        if version is not None and version.startswith("uuid/"):
+            if not _SECRET_VERSION_ID.match(version.removeprefix("uuid/")):
+                raise KeyNotAllowed(
+                    f"{self._label}: version {version!r} of key {key!r} is ambiguous: uuid/ takes one"
+                    " version id (letters, digits, '-' and '_')"
+                )
+        elif version is not None:
+            refuse_ambiguous_version(self._label, ref, version)
+        return ref
+
     def fetch(self, ref: RemoteKey) -> bytes:
+        ref = self.canonical_ref(ref)
         return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
 
     def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
@@ -406,7 +467,7 @@ class SecretsManagerProvider(_AWSProvider):
         except SyncError:
             return
 
-    def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
+    def _fetch_many_canonical(self, refs: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
         results: dict[RemoteKey, bytes | SyncError] = {}
         current = [ref for ref in dict.fromkeys(refs) if ref.version in (None, _CURRENT)]
         others = [ref for ref in dict.fromkeys(refs) if ref.version not in (None, _CURRENT)]
@@ -478,7 +539,32 @@ class ParameterStoreProvider(_AWSProvider):
     def _name(ref: RemoteKey) -> str:
         return ref.key if ref.version is None else f"{ref.key}:{ref.version}"
 
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        """A parameter name (``/a/b``; names are case-sensitive) or a well-formed parameter ARN, matched
+        as the ARN. A ':' in a name would select a version: versions go in ``version``."""
+        refuse_if_ambiguous(self._label, ref, leading_slash=True)
+        key = ref.key
+        if ":" in key:
+            if not _PARAMETER_ARN.match(key):
+                raise KeyNotAllowed(
+                    f"{self._label}: key {key!r} is neither a parameter name nor a well-formed parameter ARN"
+                    " (arn:<partition>:ssm:<region>:<account>:parameter/<name>); set a version or label"
+                    " in version, not after ':'"
+                )
+        elif not _PARAMETER_NAME.match(key):
+            raise InvalidSpec(
+                f"{self._label}: key {key!r} is not a valid parameter name (ASCII letters, digits and _.-/)"
+            )
+        if ref.version is not None:
+            refuse_ambiguous_version(self._label, ref, ref.version)
+            if not _PARAMETER_SELECTOR.match(ref.version):
+                raise VersionNotFound(
+                    f"{self._label}: {ref}: a version is a version number or a label (letters, digits, _.-)"
+                )
+        return ref
+
     def fetch(self, ref: RemoteKey) -> bytes:
+        ref = self.canonical_ref(ref)
         return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
 
     def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
@@ -489,7 +575,7 @@ class ParameterStoreProvider(_AWSProvider):
         )
         return str(response["Parameter"]["Value"]).encode()
 
-    def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
+    def _fetch_many_canonical(self, refs: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
         results: dict[RemoteKey, bytes | SyncError] = {}
         # Only unversioned names are batched: GetParameters echoes the bare name for "name:selector" (and
         # some servers omit the Selector field), so versioned names could not be told apart.

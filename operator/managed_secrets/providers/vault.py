@@ -42,6 +42,7 @@ from managed_secrets.providers.base import (
     ServiceAccountRef,
     parse_config,
 )
+from managed_secrets.providers.keys import refuse_if_ambiguous
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,15 @@ class VaultProvider:
 
     # -- reads ----------------------------------------------------------------------------------------
 
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        """The path below the mount, without surrounding slashes; dot and empty segments, escapes and
+        the like are refused (the HTTP client would resolve ``a/../b`` to ``b`` before Vault sees it)."""
+        canonical = RemoteKey(ref.key.strip("/"), ref.version)
+        refuse_if_ambiguous(self._label, canonical)
+        return canonical
+
     def fetch(self, ref: RemoteKey) -> bytes:
+        ref = self.canonical_ref(ref)
         self._ensure_token()
         try:
             return self._read(ref)
@@ -224,7 +233,7 @@ class VaultProvider:
 
     def _read(self, ref: RemoteKey) -> bytes:
         mount = self._config.path.strip("/")
-        path = ref.key.strip("/")
+        path = ref.key  # canonical: checked by fetch
         if self._config.version is KVVersion.V1:
             if ref.version is not None:
                 raise VersionNotFound(f"{self._label}: {ref.key}: KV v1 has no versions")
