@@ -49,6 +49,7 @@ from managed_secrets.models.managedsecret import (
     ManagedSecretRef,
 )
 from managed_secrets.providers.base import RemoteKey
+from managed_secrets.providers.keys import canonicalizer, case_insensitive_keys
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,11 @@ class Reconciler:
         template = ms.spec.target.template
         if template is not None:
             self._renderer.check(template.data, template.binary_data)
-        refs = self._remote_refs(ms)
-        self._check_key_scope(ms, backend, conditions, refs)
-        values = self._fetch(ms, backend, refs, force=force, last_refresh=last_refresh)
-        data = self._build_data(ms, values)
+        canonical = self._canonical_refs(backend, self._remote_refs(ms))
+        self._check_key_scope(ms, backend, conditions, canonical)
+        refs = list(dict.fromkeys(canonical.values()))
+        fetched = self._fetch(ms, backend, refs, force=force, last_refresh=last_refresh)
+        data = self._build_data(ms, {ref: fetched[key] for ref, key in canonical.items()})
         return self._write(ms, data, target_known_absent=target_known_absent)
 
     def resolve_backend(self, ms: ManagedSecret) -> tuple[Backend, list[NamespaceCondition]]:
@@ -165,20 +167,30 @@ class Reconciler:
         refs += [RemoteKey(item.remote_ref.key, item.remote_ref.version) for item in ms.spec.data]
         return list(dict.fromkeys(refs))
 
-    @staticmethod
+    def _canonical_refs(self, backend: Backend, refs: Sequence[RemoteKey]) -> dict[RemoteKey, RemoteKey]:
+        """Each ref -> the ref as the store resolves it (raises KeyNotAllowed for ambiguous keys): scoping
+        checks, and the provider reads, the canonical form only."""
+        canonical = canonicalizer(self._providers.get(backend), str(backend.id))
+        return {ref: canonical(ref) for ref in refs}
+
     def _check_key_scope(
+        self,
         ms: ManagedSecret,
         backend: Backend,
         conditions: Sequence[NamespaceCondition],
-        refs: Sequence[RemoteKey],
+        canonical: Mapping[RemoteKey, RemoteKey],
     ) -> None:
         if not conditions or any(not condition.remote_keys for condition in conditions):
             return
         namespace = ms.ref.namespace
-        for ref in refs:
-            if not any(condition.allows_key(namespace, ref.key) for condition in conditions):
+        fold_case = case_insensitive_keys(self._providers.get(backend))
+        for ref, key in canonical.items():
+            if not any(
+                condition.allows_key(namespace, key.key, fold_case=fold_case) for condition in conditions
+            ):
+                shown = repr(ref.key) if ref.key == key.key else f"{ref.key!r} (canonically {key.key!r})"
                 raise errors.KeyNotAllowed(
-                    f"{backend.id} does not let namespace {namespace} read key {ref.key}"
+                    f"{backend.id} does not let namespace {namespace} read key {shown}"
                 )
 
     def _fetch(

@@ -7,6 +7,7 @@ into its own model, so a third-party provider needs no change to this module.
 from __future__ import annotations
 
 import fnmatch
+import glob
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,7 +53,8 @@ class NamespaceCondition(CamelModel):
     namespaces: list[str] = Field(default_factory=list)
     namespace_selector: LabelSelector | None = None
     #: Glob patterns of remote keys the admitted namespaces may read; ``{namespace}`` is replaced by the
-    #: reading namespace. Empty: any key.
+    #: reading namespace. Empty: any key. Matched against canonical keys (providers/keys.py), which have
+    #: no dot or empty segments, so ``*`` may cross ``/`` without leaving the pattern's prefix.
     remote_keys: list[str] = Field(default_factory=list)
 
     def admits(self, namespace: str, labels: Mapping[str, str]) -> bool:
@@ -60,8 +62,12 @@ class NamespaceCondition(CamelModel):
             return True
         return self.namespace_selector is not None and self.namespace_selector.matches(labels)
 
-    def allows_key(self, namespace: str, key: str) -> bool:
-        patterns = [pattern.replace("{namespace}", namespace) for pattern in self.remote_keys]
+    def allows_key(self, namespace: str, key: str, *, fold_case: bool = False) -> bool:
+        """Whether a canonical ``key`` matches a pattern; ``fold_case`` for stores with case-insensitive
+        names. The namespace is inserted escaped, so it can only ever match itself."""
+        patterns = [pattern.replace("{namespace}", glob.escape(namespace)) for pattern in self.remote_keys]
+        if fold_case:
+            key, patterns = key.lower(), [pattern.lower() for pattern in patterns]
         return not patterns or any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
 
 

@@ -42,6 +42,7 @@ from managed_secrets.errors import (
     BackendUnavailable,
     InvalidBackend,
     InvalidSpec,
+    KeyNotAllowed,
     RemoteKeyNotFound,
     SyncError,
     VersionNotFound,
@@ -56,6 +57,7 @@ from managed_secrets.providers.base import (
     ServiceAccountRef,
     parse_config,
 )
+from managed_secrets.providers.keys import refuse_ambiguous_version, refuse_if_ambiguous
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -163,6 +165,16 @@ def parameter_selector(version: str, where: str) -> str:
         f"{where}: a Parameter Store version is a number from 1 or a label (letters, digits, '.', '-', '_',"
         " not starting with a digit, aws or ssm)"
     )
+
+
+# Canonical keys (see canonical_ref): names in the services' own character sets, ARNs parsed strictly so a
+# pattern's '*' cannot stretch over an ARN's fields. Partitions: aws, aws-cn, aws-us-gov, aws-iso-b, ...
+_ARN_HEAD = r"arn:aws(?:-[a-z]+)*:{service}:[a-z0-9-]+:[0-9]{{12}}"
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+_SECRET_ARN = re.compile("^" + _ARN_HEAD.format(service="secretsmanager") + r":secret:[A-Za-z0-9/_+=.@-]+$")
+_SECRET_VERSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PARAMETER_NAME = re.compile(r"^[A-Za-z0-9_./-]{1,2048}$")
+_PARAMETER_ARN = re.compile("^" + _ARN_HEAD.format(service="ssm") + r":parameter/[A-Za-z0-9_./-]+$")
 
 
 def _error_code(error: botocore.exceptions.ClientError) -> str:
@@ -423,6 +435,25 @@ class _AWSProvider:
                 self._client.close()
             self._client = None
 
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        raise NotImplementedError  # pragma: no cover - each service defines it
+
+    def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
+        """Reads of the canonical refs, answered under the refs as given."""
+        results: dict[RemoteKey, bytes | SyncError] = {}
+        canonical: dict[RemoteKey, RemoteKey] = {}
+        for ref in refs:
+            try:
+                canonical[ref] = self.canonical_ref(ref)
+            except SyncError as error:
+                results[ref] = error
+        read = self._fetch_many_canonical(list(dict.fromkeys(canonical.values())))
+        results.update({ref: read[key] for ref, key in canonical.items()})
+        return results
+
+    def _fetch_many_canonical(self, refs: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
+        raise NotImplementedError  # pragma: no cover - each service defines it
+
     def _with_retry_on_auth(self, read: Callable[[Any], bytes]) -> bytes:
         try:
             return read(self._get_client())
@@ -441,9 +472,40 @@ class SecretsManagerProvider(_AWSProvider):
     service_name = "secretsmanager"
     max_batch = SECRETS_MANAGER_MAX_BATCH
 
-    def fetch(self, ref: RemoteKey) -> bytes:
-        if ref.version is not None:  # refused before credentials are read or a client is built
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        """A secret name, or a well-formed ARN (matched by scoping as the ARN, not as the name in it:
+        an ARN may name another account or region). Names are literal in Secrets Manager (no path
+        resolution) but dot and empty segments are refused anyway: they read as another secret to people.
+        """
+        if ref.version is not None:  # malformed: VersionNotFound before any read (input limits)
             secrets_manager_version(ref.version, f"{self._label}: {ref}")
+        # The version is checked below too: "uuid/<id>" is this provider's own notation.
+        refuse_if_ambiguous(self._label, RemoteKey(ref.key), leading_slash=True, trailing_slash=True)
+        key = ref.key
+        if ":" in key:
+            if not _SECRET_ARN.match(key):
+                raise KeyNotAllowed(
+                    f"{self._label}: key {key!r} is neither a secret name nor a well-formed Secrets Manager"
+                    " ARN (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>)"
+                )
+        elif not _SECRET_NAME.match(key):
+            raise InvalidSpec(
+                f"{self._label}: key {key!r} is not a valid secret name (1-512 ASCII letters, digits and"
+                " /_+=.@-)"
+            )
+        version = ref.version
+        if version is not None and version.startswith("uuid/"):
+            if not _SECRET_VERSION_ID.match(version.removeprefix("uuid/")):
+                raise KeyNotAllowed(
+                    f"{self._label}: version {version!r} of key {key!r} is ambiguous: uuid/ takes one"
+                    " version id (letters, digits, '-' and '_')"
+                )
+        elif version is not None:
+            refuse_ambiguous_version(self._label, ref, version)
+        return ref
+
+    def fetch(self, ref: RemoteKey) -> bytes:
+        ref = self.canonical_ref(ref)
         return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
 
     def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
@@ -469,7 +531,7 @@ class SecretsManagerProvider(_AWSProvider):
         except SyncError:
             return
 
-    def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
+    def _fetch_many_canonical(self, refs: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
         results: dict[RemoteKey, bytes | SyncError] = {}
         current = [ref for ref in dict.fromkeys(refs) if ref.version in (None, _CURRENT)]
         others = [ref for ref in dict.fromkeys(refs) if ref.version not in (None, _CURRENT)]
@@ -542,8 +604,30 @@ class ParameterStoreProvider(_AWSProvider):
             return ref.key
         return f"{ref.key}:{parameter_selector(ref.version, f'{self._label}: {ref}')}"
 
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        """A parameter name (``/a/b``; names are case-sensitive) or a well-formed parameter ARN, matched
+        as the ARN. A ':' in a name would select a version: versions go in ``version``."""
+        if ref.version is not None:  # malformed: VersionNotFound before any read (input limits)
+            parameter_selector(ref.version, f"{self._label}: {ref}")
+        refuse_if_ambiguous(self._label, ref, leading_slash=True)
+        key = ref.key
+        if ":" in key:
+            if not _PARAMETER_ARN.match(key):
+                raise KeyNotAllowed(
+                    f"{self._label}: key {key!r} is neither a parameter name nor a well-formed parameter ARN"
+                    " (arn:<partition>:ssm:<region>:<account>:parameter/<name>); set a version or label"
+                    " in version, not after ':'"
+                )
+        elif not _PARAMETER_NAME.match(key):
+            raise InvalidSpec(
+                f"{self._label}: key {key!r} is not a valid parameter name (ASCII letters, digits and _.-/)"
+            )
+        if ref.version is not None:
+            refuse_ambiguous_version(self._label, ref, ref.version)
+        return ref
+
     def fetch(self, ref: RemoteKey) -> bytes:
-        self._name(ref)  # a malformed version is refused before credentials are read or a client is built
+        ref = self.canonical_ref(ref)
         return self._with_retry_on_auth(lambda client: self._fetch(client, ref))
 
     def _fetch(self, client: Any, ref: RemoteKey) -> bytes:
@@ -574,7 +658,7 @@ class ParameterStoreProvider(_AWSProvider):
         if not found.get("Parameters"):
             raise RemoteKeyNotFound(f"{self._label}: read {ref}: key not found")
 
-    def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
+    def _fetch_many_canonical(self, refs: Sequence[RemoteKey]) -> dict[RemoteKey, bytes | SyncError]:
         results: dict[RemoteKey, bytes | SyncError] = {}
         # Only unversioned names are batched: GetParameters echoes the bare name for "name:selector" (and
         # some servers omit the Selector field), so versioned names could not be told apart.

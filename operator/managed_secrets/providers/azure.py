@@ -10,8 +10,9 @@ Auth (``authType``):
   (``AZURE_FEDERATED_TOKEN_FILE``, as the workload-identity webhook sets it).
 - ``ManagedIdentity``: the node's or pod's managed identity; ``clientID`` picks a user-assigned one.
 
-Remote keys are secret names (1-127 letters, digits and dashes); versions are version ids, or
-``latest``. Key Vault has no binary secrets: values are text, returned as UTF-8 bytes.
+Remote keys are secret names (1-127 letters, digits and dashes), compared case-insensitively as Key Vault
+does (canonical names are lower case); versions are version ids, or ``latest``. Key Vault has no binary
+secrets: values are text, returned as UTF-8 bytes.
 
 Endpoints: ``vaultURL`` and, for ServicePrincipal and WorkloadIdentity, the Entra ID authority host
 (``azure_authority_host``, ``AZURE_AUTHORITY_HOST`` or login.microsoftonline.com) must be allowed store
@@ -60,6 +61,7 @@ from managed_secrets.errors import (
     BackendUnavailable,
     InvalidBackend,
     InvalidSpec,
+    KeyNotAllowed,
     RemoteKeyNotFound,
     SyncError,
     VersionNotFound,
@@ -74,6 +76,7 @@ from managed_secrets.providers.base import (
     ServiceAccountRef,
     parse_config,
 )
+from managed_secrets.providers.keys import refuse_if_ambiguous
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -308,21 +311,14 @@ class AzureKeyVaultProvider:
 
     # -- reads ----------------------------------------------------------------------------------------
 
-    def fetch(self, ref: RemoteKey) -> bytes:
-        name, version = self._validate(ref)
-        try:
-            return self._fetch(ref, name, version)
-        except AuthFailed:
-            if self._config.auth_secret_ref is None or self._context.options.get("azure_credential"):
-                raise
-            # The client secret may have been rotated in its Secret since the client was built.
-            self._forget_client()
-            return self._fetch(ref, name, version)
+    #: Key Vault compares secret names case-insensitively: canonical names are lower case, and scoping
+    #: compares patterns case-insensitively too.
+    case_insensitive_keys = True
 
-    def _validate(self, ref: RemoteKey) -> tuple[str, str | None]:
-        name = ref.key
-        if not SECRET_NAME.match(name):
-            raise InvalidSpec(f"{self._label}: key {name!r} is not a valid secret name: {SECRET_NAME_RULE}")
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        """The secret name in lower case (``Apps-Team-B`` is ``apps-team-b`` to Key Vault); versions are
+        version ids, ``latest`` canonically being no version. Secret URLs (which can name another vault)
+        and ``name/version`` forms are refused: give the name, and the version in ``version``."""
         version = ref.version
         if version is not None and version.lower() == "latest":
             version = None
@@ -331,7 +327,28 @@ class AzureKeyVaultProvider:
             raise VersionNotFound(
                 f"{self._label}: {ref}: a version is a Key Vault version id (32 hexadecimal digits) or 'latest'"
             )
-        return name, version
+        refuse_if_ambiguous(self._label, RemoteKey(ref.key, version))
+        name = ref.key
+        if "/" in name or ":" in name:
+            raise KeyNotAllowed(
+                f"{self._label}: key {name!r} is a URL or a name/version form; give the secret name, and"
+                " its version in version"
+            )
+        if not SECRET_NAME.match(name):
+            raise InvalidSpec(f"{self._label}: key {name!r} is not a valid secret name: {SECRET_NAME_RULE}")
+        return RemoteKey(name.lower(), version)
+
+    def fetch(self, ref: RemoteKey) -> bytes:
+        ref = self.canonical_ref(ref)
+        name, version = ref.key, ref.version
+        try:
+            return self._fetch(ref, name, version)
+        except AuthFailed:
+            if self._config.auth_secret_ref is None or self._context.options.get("azure_credential"):
+                raise
+            # The client secret may have been rotated in its Secret since the client was built.
+            self._forget_client()
+            return self._fetch(ref, name, version)
 
     def _fetch(self, ref: RemoteKey, name: str, version: str | None) -> bytes:
         log.debug("%s: reading %s from %s", self._label, ref, self._config.vault_url)

@@ -224,6 +224,26 @@ class BatchingProvider(SecretProvider, Protocol):
     def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]: ...
 
 
+@runtime_checkable
+class CanonicalizingProvider(SecretProvider, Protocol):
+    """A provider that knows how its store resolves keys (every built-in provider is one).
+
+    Optional: for a provider without ``canonical_ref`` the operator applies the strict generic rule of
+    ``managed_secrets.providers.keys`` (no dot or empty segments, no escapes). A provider whose store
+    compares names case-insensitively also sets ``case_insensitive_keys = True`` and returns lower-case
+    keys, so ClusterSecretBackend patterns are compared case-insensitively too.
+    """
+
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        """``ref`` as the store will resolve it; ``fetch`` reads exactly this ref.
+
+        Raises ``KeyNotAllowed`` when the key is ambiguous (a layer on the way could resolve it to another
+        object than it appears to name), ``InvalidSpec`` / ``VersionNotFound`` when it is merely malformed
+        for this store. Idempotent: the canonical form of a canonical ref is itself.
+        """
+        ...
+
+
 class ProviderFactory(Protocol):
     def __call__(self, config: Mapping[str, Any], context: ProviderContext) -> SecretProvider: ...
 

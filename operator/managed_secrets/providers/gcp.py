@@ -9,9 +9,11 @@ when configured, are then sent as a self-signed JWT in the ``authorization`` met
 a trusted network (tests use 127.0.0.1). It must be an allowed store endpoint, written
 ``http://host:port`` in the allowlist (plaintext); the default is ``https://secretmanager.googleapis.com``.
 
-Remote keys: a secret id in ``projectID``, or a full ``projects/<p>/secrets/<id>`` name. Versions:
-``latest`` (the default) or a version number. When the server sends ``data_crc32c``, the payload is
-checked against it; a mismatch is a BackendUnavailable (corrupted in transit), never a value.
+Remote keys: a secret id in ``projectID``, or a full ``projects/<p>/secrets/<id>`` name (optionally with
+``/versions/<v>``). Versions: ``latest`` (the default) or a version number. Keys are canonicalised
+(``canonical_ref``) before scoping and reading: a bare id for ``projectID``, the full name otherwise.
+When the server sends ``data_crc32c``, the payload is checked against it; a mismatch is a
+BackendUnavailable (corrupted in transit), never a value.
 
 ``ProviderContext.options`` (tests and tuning): ``timeout_seconds`` bounds each read including retries
 of UNAVAILABLE answers.
@@ -43,6 +45,7 @@ from managed_secrets.errors import (
     BackendUnavailable,
     InvalidBackend,
     InvalidSpec,
+    KeyNotAllowed,
     RemoteKeyNotFound,
     SyncError,
     VersionNotFound,
@@ -56,6 +59,7 @@ from managed_secrets.providers.base import (
     SecretProvider,
     parse_config,
 )
+from managed_secrets.providers.keys import refuse_if_ambiguous
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -64,10 +68,11 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SECRET_MANAGER_AUDIENCE = "https://secretmanager.googleapis.com/"  # noqa: S105 - a URL
 DEFAULT_ENDPOINT_URL = "https://secretmanager.googleapis.com"
 _SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-_FULL_NAME = re.compile(r"^projects/([^/]+)/secrets/([A-Za-z0-9_-]{1,255})$")
-#: A version number (from 1, no leading zero) or the alias latest.
-_VERSION = re.compile(r"latest|[1-9][0-9]{0,18}")
+_FULL_NAME = re.compile(r"^projects/([^/]+)/secrets/([^/]+)(?:/versions/([^/]+))?$")
 _PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9.:-]{0,127}$")
+#: A version number from 1 (no sign, no leading zero; ASCII digits only), or the alias latest.
+_VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,18}")
+_LATEST = "latest"
 
 
 class GCPSecretRef(CamelModel):
@@ -267,26 +272,52 @@ class GCPProvider:
 
     # -- reads ----------------------------------------------------------------------------------------
 
-    def _names(self, ref: RemoteKey) -> tuple[str, str]:
-        """(secret name, version name) for a remote key."""
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        """A bare secret id for the configured project; ``projects/<p>/secrets/<id>`` only for another
+        project (scoping then sees the project: a bare-id pattern never admits another project's secret,
+        nor one named by project number). A ``/versions/<v>`` suffix moves to the version; versions are
+        ``latest`` (canonically: no version) or a number."""
         key = ref.key.strip("/")
+        version = ref.version
+        # Part of the resource name, so nothing but the two forms (no '/', no '..', no Unicode digits).
+        if version is not None and version != _LATEST and not _VERSION_NUMBER.fullmatch(version):
+            raise VersionNotFound(f"{self._label}: {ref}: version must be 'latest' or a number from 1")
+        refuse_if_ambiguous(self._label, RemoteKey(key, version))
+        project, secret_id = self._config.project_id, key
         full = _FULL_NAME.match(key)
         if full is not None:
-            secret = key
-        elif _SECRET_ID.match(key):
-            secret = f"projects/{self._config.project_id}/secrets/{key}"
-        else:
+            project, secret_id, key_version = full.groups()
+            if key_version is not None:
+                if version is not None and version != key_version:
+                    raise KeyNotAllowed(
+                        f"{self._label}: key {ref.key!r} names version {key_version!r} but version is"
+                        f" {version!r}: give the version once"
+                    )
+                version = key_version
+            if not _PROJECT_ID.match(project):
+                raise InvalidSpec(
+                    f"{self._label}: key {ref.key!r}: {project!r} is not a project id or number"
+                )
+        if not _SECRET_ID.match(secret_id):
             raise InvalidSpec(
                 f"{self._label}: key {ref.key!r} is not a secret id (letters, digits, '-' and '_', at most"
-                " 255) nor projects/<project>/secrets/<id>"
+                " 255) nor projects/<project>/secrets/<id>[/versions/<version>]"
             )
-        version = ref.version or "latest"
-        # Part of the resource name, so nothing but these two forms (no '/', no '..', no Unicode digits).
-        if not _VERSION.fullmatch(version):
+        if version == _LATEST:
+            version = None
+        if version is not None and not _VERSION_NUMBER.fullmatch(version):
             raise VersionNotFound(f"{self._label}: {ref}: version must be 'latest' or a number from 1")
-        return secret, f"{secret}/versions/{version}"
+        if project != self._config.project_id:
+            return RemoteKey(f"projects/{project}/secrets/{secret_id}", version)
+        return RemoteKey(secret_id, version)
+
+    def _names(self, ref: RemoteKey) -> tuple[str, str]:
+        """(secret name, version name) of a canonical ref."""
+        secret = ref.key if "/" in ref.key else f"projects/{self._config.project_id}/secrets/{ref.key}"
+        return secret, f"{secret}/versions/{ref.version or _LATEST}"
 
     def fetch(self, ref: RemoteKey) -> bytes:
+        ref = self.canonical_ref(ref)
         try:
             return self._fetch(ref)
         except AuthFailed:
@@ -308,7 +339,7 @@ class GCPProvider:
                 f"read {ref}",
             )
         except RemoteKeyNotFound:
-            if ref.version is None or ref.version == "latest":
+            if ref.version is None:
                 raise
             self._raise_missing_version(client, secret, ref)
             raise

@@ -48,6 +48,7 @@ from managed_secrets.providers.base import (
     ServiceAccountRef,
     parse_config,
 )
+from managed_secrets.providers.keys import refuse_if_ambiguous
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +250,16 @@ class VaultProvider:
 
     # -- reads ----------------------------------------------------------------------------------------
 
+    def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
+        """The path below the mount, without surrounding slashes; dot and empty segments, escapes and
+        the like are refused (the HTTP client would resolve ``a/../b`` to ``b`` before Vault sees it)."""
+        canonical = RemoteKey(ref.key.strip("/"), ref.version)
+        self._version(canonical)  # a malformed version: VersionNotFound before anything is read
+        refuse_if_ambiguous(self._label, canonical)
+        return canonical
+
     def fetch(self, ref: RemoteKey) -> bytes:
-        self._version(ref)  # a malformed version is refused before anything is read, credentials included
+        ref = self.canonical_ref(ref)
         self._ensure_token()
         try:
             return self._read(ref)
@@ -275,7 +284,7 @@ class VaultProvider:
 
     def _read(self, ref: RemoteKey) -> bytes:
         mount = self._config.path.strip("/")
-        path = ref.key.strip("/")
+        path = ref.key  # canonical: checked by fetch
         version = self._version(ref)
         if self._config.version is KVVersion.V1:
             response = self._call(
