@@ -24,7 +24,7 @@ from conftest import DebugLogCapture
 from harness.controlplane import DEFAULT_CRD_DIR, ControlPlane, wait_until
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube, wait_for
+from kube import Kube, allowed_for, wait_for
 from leaks import assert_absent
 from managed_secrets.config import OperatorConfig
 from managed_secrets.kube.secretwatch import SecretChange
@@ -250,7 +250,9 @@ def test_a_tenant_deleting_its_secret_in_a_loop_is_rate_limited_and_others_still
     other = f"drift-other-{secrets.token_hex(3)}"
     kube.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=other)))
     try:
-        kube.create_secret(other, "vault-token", {"token": openbao.root_token})
+        kube.create_secret(
+            other, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
+        )
         kube.create_backend(
             other,
             "vault",
@@ -285,7 +287,8 @@ def test_a_tenant_deleting_its_secret_in_a_loop_is_rate_limited_and_others_still
         started = time.monotonic()
         kube.force_sync(other, "app")
         kube.wait_secret_data(other, "app", {"user": "u", "pass": "rotated"}, timeout=BOUND)
-        assert time.monotonic() - started < 10, "another namespace's rotation is not held up"
+        # Generous for a loaded 2-core machine: held up behind the tenant, it would wait for the whole loop.
+        assert time.monotonic() - started < 30, "another namespace's rotation is not held up"
         attacker.join(60)
         assert not attacker.is_alive()
 
@@ -438,7 +441,7 @@ def test_namespaced_watch_survives_an_apiserver_restart(
     watched, unwatched = "team-a", "team-b"
     for ns in (watched, unwatched):
         kube.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
-        kube.create_secret(ns, "vault-token", {"token": openbao.root_token})
+        kube.create_secret(ns, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault"))
         kube.create_backend(
             ns,
             "vault",
@@ -458,6 +461,7 @@ def test_namespaced_watch_survives_an_apiserver_restart(
             workers=4,
             backoff_base=0.3,
             backoff_max=2.0,
+            allowed_store_endpoints=(openbao.addr,),
         )
     ).start()
     try:

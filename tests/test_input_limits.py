@@ -18,7 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from harness.moto_server import MotoServer
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube, wait_for
+from kube import Kube, allowed_for, wait_for
 from managed_secrets.check import Checker
 from managed_secrets.errors import InvalidSpec
 from managed_secrets.models.parse import parse_managed_secret
@@ -243,7 +243,10 @@ def aws_backend(kube: Kube, moto: MotoServer, namespace: str, name: str, service
     assert moto.reader is not None
     if kube.secret(namespace, "aws-creds") is None:
         kube.create_secret(
-            namespace, "aws-creds", {"id": moto.reader.access_key_id, "secret": moto.reader.secret_access_key}
+            namespace,
+            "aws-creds",
+            {"id": moto.reader.access_key_id, "secret": moto.reader.secret_access_key},
+            annotations=allowed_for("sm", "ssm"),  # the backends of these tests
         )
     kube.create_backend(
         namespace,

@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from conftest import DebugLogCapture
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube, wait_for
+from kube import Kube, allowed_for, wait_for
 from leaks import assert_absent
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
@@ -297,7 +297,9 @@ def test_proof_copied_from_another_namespace_is_not_accepted(
             string_data={"password": planted, "extra": planted},
         ),
     )
-    kube.create_secret(other_namespace, "vault-token", {"token": openbao.root_token})
+    kube.create_secret(
+        other_namespace, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
+    )
     kube.create_backend(
         other_namespace,
         "vault",
