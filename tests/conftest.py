@@ -24,7 +24,7 @@ from harness.controlplane import (
 )
 from harness.openbao import OpenBao
 from harness.operator import AwsCalls, OperatorRunner
-from kube import Kube, allowed_for
+from kube import Kube
 from managed_secrets.config import OperatorConfig
 
 
@@ -120,20 +120,7 @@ def kube(admin_api: k8s.ApiClient) -> Kube:
 @pytest.fixture
 def vault_backend(openbao: OpenBao, kube: Kube, namespace: str) -> str:
     """A SecretBackend `vault` in the test's namespace using OpenBao's KV v2 with a token (opted in)."""
-    kube.create_secret(
-        namespace, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
-    )
-    kube.create_backend(
-        namespace,
-        "vault",
-        {
-            "vault": {
-                "server": openbao.addr,
-                "path": "secret",
-                "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
-            }
-        },
-    )
+    kube.create_vault_token_backend(namespace, openbao.addr, openbao.root_token)
     return "vault"
 
 

@@ -133,6 +133,23 @@ class Kube:
         )
         self.core.create_namespaced_secret(namespace, body)
 
+    def create_vault_token_backend(
+        self, namespace: str, server: str, token: str, name: str = "vault"
+    ) -> None:
+        """A SecretBackend reading Vault KV v2 at ``secret`` with a token from Secret ``vault-token``, opted in."""
+        self.create_secret(namespace, "vault-token", {"token": token}, annotations=allowed_for(name))
+        self.create_backend(
+            namespace,
+            name,
+            {
+                "vault": {
+                    "server": server,
+                    "path": "secret",
+                    "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
+                }
+            },
+        )
+
     def create_service_account(
         self, namespace: str, name: str, annotations: Mapping[str, str] | None = None
     ) -> None:

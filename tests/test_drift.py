@@ -24,7 +24,7 @@ from conftest import DebugLogCapture
 from harness.controlplane import DEFAULT_CRD_DIR, ControlPlane, wait_until
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube, allowed_for, wait_for
+from kube import Kube, wait_for
 from leaks import assert_absent
 from managed_secrets.config import OperatorConfig
 from managed_secrets.kube.secretwatch import SecretChange
@@ -250,19 +250,7 @@ def test_a_tenant_deleting_its_secret_in_a_loop_is_rate_limited_and_others_still
     other = f"drift-other-{secrets.token_hex(3)}"
     kube.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=other)))
     try:
-        kube.create_secret(
-            other, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
-        )
-        kube.create_backend(
-            other,
-            "vault",
-            {
-                "vault": {
-                    "server": openbao.addr,
-                    "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
-                }
-            },
-        )
+        kube.create_vault_token_backend(other, openbao.addr, openbao.root_token)
         synced(kube, openbao, namespace)
         synced(kube, openbao, other)
         settle(operator)
@@ -441,17 +429,7 @@ def test_namespaced_watch_survives_an_apiserver_restart(
     watched, unwatched = "team-a", "team-b"
     for ns in (watched, unwatched):
         kube.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
-        kube.create_secret(ns, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault"))
-        kube.create_backend(
-            ns,
-            "vault",
-            {
-                "vault": {
-                    "server": openbao.addr,
-                    "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
-                }
-            },
-        )
+        kube.create_vault_token_backend(ns, openbao.addr, openbao.root_token)
     path = f"private-{secrets.token_hex(3)}/app"
     put(openbao, path, {"user": "u", "pass": "p1"})
     runner = OperatorRunner(

@@ -28,7 +28,7 @@ from kubernetes import config as k8s_config
 
 from harness.controlplane import DEFAULT_CRD_DIR, OPERATOR_NAMESPACE, ControlPlane, free_port
 from harness.openbao import OpenBao
-from kube import Kube, allowed_for, wait_for
+from kube import Kube, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
 
@@ -62,20 +62,7 @@ def tenant(own_kube: Kube, openbao: OpenBao) -> Iterator[str]:
     """A namespace with a SecretBackend `vault` and a value at secret/<ns>/x."""
     name = f"tenant-{secrets.token_hex(3)}"
     own_kube.core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-    own_kube.create_secret(
-        name, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
-    )
-    own_kube.create_backend(
-        name,
-        "vault",
-        {
-            "vault": {
-                "server": openbao.addr,
-                "path": "secret",
-                "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
-            }
-        },
-    )
+    own_kube.create_vault_token_backend(name, openbao.addr, openbao.root_token)
     openbao.client().secrets.kv.v2.create_or_update_secret(
         path=f"{name}/x", secret={"pass": "p1"}, mount_point="secret"
     )

@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from conftest import DebugLogCapture
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube, allowed_for, wait_for
+from kube import Kube, wait_for
 from leaks import assert_absent
 
 pytestmark = [pytest.mark.cluster, pytest.mark.vault]
@@ -297,20 +297,7 @@ def test_proof_copied_from_another_namespace_is_not_accepted(
             string_data={"password": planted, "extra": planted},
         ),
     )
-    kube.create_secret(
-        other_namespace, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
-    )
-    kube.create_backend(
-        other_namespace,
-        "vault",
-        {
-            "vault": {
-                "server": openbao.addr,
-                "path": "secret",
-                "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
-            }
-        },
-    )
+    kube.create_vault_token_backend(other_namespace, openbao.addr, openbao.root_token)
     # ...and a ManagedSecret of the same name there: the proof does not hold for its namespace (nor UID).
     kube.create_ms(other_namespace, "db", spec(f"{namespace}/db"))
     cond = kube.wait_ready(other_namespace, "db", "False", "TargetExists")

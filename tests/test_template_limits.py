@@ -24,7 +24,7 @@ from kubernetes import client as k8s
 from conftest import DebugLogCapture
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube, allowed_for, wait_for
+from kube import Kube, wait_for
 from leaks import assert_absent
 from managed_secrets.runtime.controller import ControllerSettings
 
@@ -50,23 +50,6 @@ HOSTILE = {
 
 def put(openbao: OpenBao, path: str, data: dict[str, Any]) -> None:
     openbao.client().secrets.kv.v2.create_or_update_secret(path=path, secret=data, mount_point="secret")
-
-
-def vault_backend_in(kube: Kube, openbao: OpenBao, namespace: str) -> None:
-    kube.create_secret(
-        namespace, "vault-token", {"token": openbao.root_token}, annotations=allowed_for("vault")
-    )
-    kube.create_backend(
-        namespace,
-        "vault",
-        {
-            "vault": {
-                "server": openbao.addr,
-                "path": "secret",
-                "auth": {"token": {"secretRef": {"name": "vault-token", "key": "token"}}},
-            }
-        },
-    )
 
 
 def spec(key: str, interval: str, template: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +89,7 @@ def test_hostile_templates_are_bounded_and_do_not_starve_another_namespace(
     hostile_ns, good_ns = namespace, other_namespace
     canary = "canary-" + secrets.token_hex(10)
     put(openbao, f"{hostile_ns}/x", {"pass": canary})
-    vault_backend_in(kube, openbao, good_ns)
+    kube.create_vault_token_backend(good_ns, openbao.addr, openbao.root_token)
     put(openbao, f"{good_ns}/app", {"pass": "p1"})
     rss_before = status_kib(os.getpid(), "VmRSS")
 

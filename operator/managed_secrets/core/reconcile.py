@@ -48,7 +48,7 @@ from managed_secrets.models.managedsecret import (
     ManagedSecret,
     ManagedSecretRef,
 )
-from managed_secrets.providers.base import RemoteKey
+from managed_secrets.providers.base import RemoteKey, SecretProvider
 from managed_secrets.providers.keys import canonicalizer, case_insensitive_keys
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,11 @@ class Reconciler:
         template = ms.spec.target.template
         if template is not None:
             self._renderer.check(template.data, template.binary_data)
-        canonical = self._canonical_refs(backend, self._remote_refs(ms))
-        self._check_key_scope(ms, backend, conditions, canonical)
+        provider = self._providers.get(backend)
+        canonical = self._canonical_refs(provider, backend, self._remote_refs(ms))
+        self._check_key_scope(ms, provider, backend, conditions, canonical)
         refs = list(dict.fromkeys(canonical.values()))
-        fetched = self._fetch(ms, backend, refs, force=force, last_refresh=last_refresh)
+        fetched = self._fetch(ms, provider, backend, refs, force=force, last_refresh=last_refresh)
         data = self._build_data(ms, {ref: fetched[key] for ref, key in canonical.items()})
         return self._write(ms, data, target_known_absent=target_known_absent)
 
@@ -167,15 +168,19 @@ class Reconciler:
         refs += [RemoteKey(item.remote_ref.key, item.remote_ref.version) for item in ms.spec.data]
         return list(dict.fromkeys(refs))
 
-    def _canonical_refs(self, backend: Backend, refs: Sequence[RemoteKey]) -> dict[RemoteKey, RemoteKey]:
+    @staticmethod
+    def _canonical_refs(
+        provider: SecretProvider, backend: Backend, refs: Sequence[RemoteKey]
+    ) -> dict[RemoteKey, RemoteKey]:
         """Each ref -> the ref as the store resolves it (raises KeyNotAllowed for ambiguous keys): scoping
         checks, and the provider reads, the canonical form only."""
-        canonical = canonicalizer(self._providers.get(backend), str(backend.id))
+        canonical = canonicalizer(provider, str(backend.id))
         return {ref: canonical(ref) for ref in refs}
 
+    @staticmethod
     def _check_key_scope(
-        self,
         ms: ManagedSecret,
+        provider: SecretProvider,
         backend: Backend,
         conditions: Sequence[NamespaceCondition],
         canonical: Mapping[RemoteKey, RemoteKey],
@@ -183,7 +188,7 @@ class Reconciler:
         if not conditions or any(not condition.remote_keys for condition in conditions):
             return
         namespace = ms.ref.namespace
-        fold_case = case_insensitive_keys(self._providers.get(backend))
+        fold_case = case_insensitive_keys(provider)
         for ref, key in canonical.items():
             if not any(
                 condition.allows_key(namespace, key.key, fold_case=fold_case) for condition in conditions
@@ -196,13 +201,13 @@ class Reconciler:
     def _fetch(
         self,
         ms: ManagedSecret,
+        provider: SecretProvider,
         backend: Backend,
         refs: Sequence[RemoteKey],
         *,
         force: bool,
         last_refresh: float | None,
     ) -> dict[RemoteKey, bytes]:
-        provider = self._providers.get(backend)
         interval = ms.spec.refresh_interval.total_seconds()
         # A first sync may share a read up to half its interval old; later refreshes take any read
         # made after their previous one (``last_refresh``), so a cycle costs one read per key.

@@ -76,7 +76,7 @@ from managed_secrets.providers.base import (
     ServiceAccountRef,
     parse_config,
 )
-from managed_secrets.providers.keys import ambiguity, refuse_if_ambiguous
+from managed_secrets.providers.keys import refuse_if_ambiguous
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -319,9 +319,7 @@ class AzureKeyVaultProvider:
         """The secret name in lower case (``Apps-Team-B`` is ``apps-team-b`` to Key Vault); versions are
         version ids, ``latest`` canonically being no version. Secret URLs (which can name another vault)
         and ``name/version`` forms are refused: give the name, and the version in ``version``."""
-        # Plainly malformed names are invalid specs; ambiguous forms (URLs, escapes, paths) are refused below.
-        plain = ambiguity(ref.key) is None and not any(c in ref.key for c in "/:")
-        if not ref.key or (plain and not SECRET_NAME.match(ref.key)):
+        if not ref.key:  # malformed, not ambiguous: the name rule below covers every other plain name
             raise InvalidSpec(
                 f"{self._label}: key {ref.key!r} is not a valid secret name: {SECRET_NAME_RULE}"
             )
