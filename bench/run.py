@@ -29,14 +29,15 @@ from kubernetes import config as k8s_config
 from kubernetes import watch
 from prometheus_client.parser import text_string_to_metric_families
 
+from managed_secrets.api import ALLOWED_BACKENDS_ANNOTATION as ALLOWED_BACKENDS
+from managed_secrets.api import GROUP, VERSION
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from harness.controlplane import DEFAULT_CRD_DIR, ControlPlane, free_port  # noqa: E402
 from harness.openbao import OpenBao  # noqa: E402
-from managed_secrets.providers.guard import ALLOWED_BACKENDS_ANNOTATION as ALLOWED_BACKENDS  # noqa: E402
 
-GROUP, VERSION = "managedsecrets.io", "v1alpha1"
 CLIENT_THREADS = 16
 PATHS = 100
 REFRESH = "60s"

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-GROUP = "managedsecrets.io"
-VERSION = "v1alpha1"
+from managed_secrets.api import GROUP, VERSION
+
 T = TypeVar("T")
 #: The owner's opt-in of a credential Secret or ServiceAccount (managed_secrets.providers.guard).
 ALLOWED_BACKENDS = "managedsecrets.io/allowed-backends"

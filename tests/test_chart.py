@@ -32,9 +32,9 @@ from harness.controlplane import REPO_ROOT, ControlPlane, KubectlError, free_por
 from harness.helm import CHART_DIR, Helm, build_helm
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
+from managed_secrets.api import ALLOWED_BACKENDS_ANNOTATION as ALLOWED_BACKENDS
 from managed_secrets.cli import _parser
 from managed_secrets.config import OperatorConfig
-from managed_secrets.providers.guard import ALLOWED_BACKENDS_ANNOTATION as ALLOWED_BACKENDS
 
 RBAC_RULES = yaml.safe_load((CHART_DIR / "files" / "rbac-rules.yaml").read_text())
 CLUSTER_SCOPED = {"namespaces", "clustersecretbackends", "customresourcedefinitions", "tokenreviews"}

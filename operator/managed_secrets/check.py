@@ -38,14 +38,14 @@ import jsonschema
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from managed_secrets.api import CLUSTER_SECRET_BACKEND_KIND, GROUP, MANAGED_SECRET_KIND, SECRET_BACKEND_KIND
 from managed_secrets.core.render import syntax_error
 from managed_secrets.errors import SyncError
 from managed_secrets.models.managedsecret import ManagedSecretSpec
 from managed_secrets.models.parse import parse_backend
 from managed_secrets.providers.registry import BUILTIN_PROVIDERS
 
-GROUP = "managedsecrets.io"
-KINDS = ("ManagedSecret", "SecretBackend", "ClusterSecretBackend")
+KINDS = (MANAGED_SECRET_KIND, SECRET_BACKEND_KIND, CLUSTER_SECRET_BACKEND_KIND)
 YAML_SUFFIXES = (".yaml", ".yml")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -437,7 +437,7 @@ def provider_config_model(provider: str) -> type[BaseModel] | None:
 
 def _operator_rules(doc: _Document, kind: str) -> None:
     spec = doc.body.get("spec") or {}
-    if kind == "ManagedSecret":
+    if kind == MANAGED_SECRET_KIND:
         try:
             parsed = ManagedSecretSpec.model_validate(spec)
         except ValidationError as error:

@@ -15,15 +15,11 @@ import pytest
 from harness.gcp_emulator import GcpSecretManagerEmulator
 from harness.lowkey import KeyVaultServer
 from harness.moto_server import MotoServer
+from managed_secrets.api import ALLOWED_BACKENDS_ANNOTATION
 from managed_secrets.errors import AuthFailed
 from managed_secrets.models.managedsecret import BackendKind
 from managed_secrets.providers.base import CredentialValue, ProviderContext, SecretProvider
-from managed_secrets.providers.guard import (
-    ALLOWED_BACKENDS_ANNOTATION,
-    BackendName,
-    CredentialPolicy,
-    EndpointAllowlist,
-)
+from managed_secrets.providers.guard import BackendName, CredentialPolicy, EndpointAllowlist
 from managed_secrets.providers.registry import ProviderRegistry
 
 NAMESPACE = "team-a"

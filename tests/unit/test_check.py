@@ -13,7 +13,14 @@ import jsonschema
 import pytest
 
 from managed_secrets import check as check_module
-from managed_secrets.check import Checker, CrdInfo, check_files, format_path, load_crds, provider_config_model
+from managed_secrets.check import (
+    Checker,
+    CrdInfo,
+    check_files,
+    format_path,
+    load_crds,
+    provider_config_model,
+)
 from managed_secrets.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

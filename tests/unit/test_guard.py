@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from managed_secrets import cli
+from managed_secrets.api import ALLOWED_BACKENDS_ANNOTATION
 from managed_secrets.config import OperatorConfig
 from managed_secrets.errors import (
     AuthFailed,
@@ -23,7 +24,6 @@ from managed_secrets.errors import (
 from managed_secrets.models.managedsecret import BackendKind
 from managed_secrets.providers.base import CredentialValue, ProviderContext, SecretKeyRef, ServiceAccountRef
 from managed_secrets.providers.guard import (
-    ALLOWED_BACKENDS_ANNOTATION,
     BackendName,
     CredentialPolicy,
     Endpoint,

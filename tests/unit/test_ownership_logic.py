@@ -13,9 +13,8 @@ import pytest
 
 from leaks import assert_absent
 from managed_secrets import errors
+from managed_secrets.api import MERGE_PROOF_ANNOTATION, OWNER_PROOF_ANNOTATION
 from managed_secrets.core.ownership import (
-    MERGE_PROOF_ANNOTATION,
-    OWNER_PROOF_ANNOTATION,
     legacy_owned,
     merge_claim,
     merge_proof,

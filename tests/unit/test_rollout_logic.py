@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from managed_secrets.api import RESTARTED_FOR_ANNOTATION
 from managed_secrets.core.ports import SecretObject
 from managed_secrets.core.rollout import (
     DATA_HASH,
     MAX_RESTARTS,
-    RESTARTED_FOR_ANNOTATION,
     Decision,
     Outcome,
     RestartResult,

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from managed_secrets import errors
+from managed_secrets.api import RESTARTED_FOR_ANNOTATION
 from managed_secrets.core.ports import SecretObject
 from managed_secrets.core.reconcile import SyncResult, WriteAction
 from managed_secrets.core.rollout import (
     DATA_HASH,
-    RESTARTED_FOR_ANNOTATION,
     RolloutFailed,
     Workload,
     WorkloadNotFound,

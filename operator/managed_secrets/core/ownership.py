@@ -18,25 +18,28 @@ import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from managed_secrets.api import (
+    GROUP,
+    MANAGED_LABEL,
+    MANAGED_SECRET_KIND,
+    MERGE_PROOF_ANNOTATION,
+    MERGED_BY_ANNOTATION,
+    MERGED_KEYS_ANNOTATION,
+    OWNER_ANNOTATION,
+    OWNER_PROOF_ANNOTATION,
+)
 from managed_secrets.core.ports import OwnerReference, SecretObject
 from managed_secrets.models.managedsecret import ManagedSecret
 
-GROUP = "managedsecrets.io"
-KIND = "ManagedSecret"
+KIND = MANAGED_SECRET_KIND
 #: On every Secret the operator manages; the operator watches Secrets by this label only.
-MANAGED_LABEL = "managedsecrets.io/managed"
 #: MANAGED_LABEL's value on a Merge target ("true" on Secrets the operator owns): the Secret watch selects
 #: Secrets by the label, and a merge target is not owned.
 MERGED_LABEL_VALUE = "merged"
 #: Name of the ManagedSecret (same namespace) that created the Secret.
-OWNER_ANNOTATION = "managedsecrets.io/owner"
 #: Proof that the ManagedSecret named in OWNER_ANNOTATION, with the UID it records, created the Secret.
-OWNER_PROOF_ANNOTATION = "managedsecrets.io/owner-proof"
 #: With creationPolicy Merge: which ManagedSecret merged keys in, and which keys (names only).
-MERGED_BY_ANNOTATION = "managedsecrets.io/merged-by"
-MERGED_KEYS_ANNOTATION = "managedsecrets.io/merged-keys"
 #: Proof of the merge claim: the merger's UID and an HMAC over it and the merged keys.
-MERGE_PROOF_ANNOTATION = "managedsecrets.io/merged-by-proof"
 MERGE_CLAIM_ANNOTATIONS = (MERGED_BY_ANNOTATION, MERGED_KEYS_ANNOTATION, MERGE_PROOF_ANNOTATION)
 #: Labels and annotations only the operator writes; target.labels / target.annotations cannot set them.
 RESERVED_KEYS = frozenset({MANAGED_LABEL, OWNER_ANNOTATION, OWNER_PROOF_ANNOTATION, *MERGE_CLAIM_ANNOTATIONS})

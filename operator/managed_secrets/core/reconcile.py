@@ -14,17 +14,20 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from managed_secrets import errors
-from managed_secrets.core.clients import ProviderPool
-from managed_secrets.core.ownership import (
-    KIND,
+from managed_secrets.api import (
+    API_VERSION,
     MANAGED_LABEL,
-    MERGE_CLAIM_ANNOTATIONS,
     MERGE_PROOF_ANNOTATION,
     MERGED_BY_ANNOTATION,
     MERGED_KEYS_ANNOTATION,
-    MERGED_LABEL_VALUE,
     OWNER_ANNOTATION,
     OWNER_PROOF_ANNOTATION,
+)
+from managed_secrets.core.clients import ProviderPool
+from managed_secrets.core.ownership import (
+    KIND,
+    MERGE_CLAIM_ANNOTATIONS,
+    MERGED_LABEL_VALUE,
     MergeClaim,
     legacy_owned,
     merge_claim,
@@ -53,7 +56,6 @@ from managed_secrets.providers.keys import canonicalizer, case_insensitive_keys
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "managedsecrets.io/v1alpha1"
 #: (backend type, operation, number of keys), once per provider call; for metrics.
 FetchObserver = Callable[[str, str, int], None]
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")

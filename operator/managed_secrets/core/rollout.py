@@ -19,18 +19,21 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from managed_secrets.core.ownership import MANAGED_LABEL, MERGED_BY_ANNOTATION
+from managed_secrets.api import (
+    MANAGED_LABEL,
+    MERGED_BY_ANNOTATION,
+    RELOAD_ANNOTATION,
+    RESTARTED_FOR_ANNOTATION,
+    ROLLOUT_CONDITION,
+)
 from managed_secrets.core.ports import SecretObject
 from managed_secrets.models.managedsecret import Rollout, RolloutKind
 
 #: The one pod-template annotation a restart writes (on an Argo Rollout: on the Rollout itself).
-RESTARTED_FOR_ANNOTATION = "managedsecrets.io/restarted-for"
 #: On a workload: "true" opts in to restarts by any ManagedSecret whose Secret it uses, "false" opts out.
-RELOAD_ANNOTATION = "managedsecrets.io/reload"
 #: Status field of a ManagedSecret: keyed hash of the data its workloads were last rolled for.
 DATA_HASH = "dataHash"
 RESTARTS = "restarts"
-ROLLOUT_CONDITION = "Rollout"
 #: Entries kept in status.restarts.
 MAX_RESTARTS = 5
 #: Hex characters of the HMAC kept (128 bits).

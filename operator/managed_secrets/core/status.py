@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from managed_secrets.api import READY_CONDITION
 from managed_secrets.core.reconcile import SyncResult, WriteAction
 from managed_secrets.errors import Reason, SyncError
-
-READY = "Ready"
 
 
 def _now() -> str:
@@ -24,10 +23,10 @@ def _now() -> str:
 def _condition(
     current: Mapping[str, Any], status: str, reason: str, message: str, generation: int
 ) -> dict[str, Any]:
-    previous = next((c for c in current.get("conditions") or [] if c.get("type") == READY), None)
+    previous = next((c for c in current.get("conditions") or [] if c.get("type") == READY_CONDITION), None)
     same = previous is not None and previous.get("status") == status
     return {
-        "type": READY,
+        "type": READY_CONDITION,
         "status": status,
         "reason": reason,
         "message": message,
@@ -37,7 +36,7 @@ def _condition(
 
 
 def _other_conditions(current: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [dict(c) for c in current.get("conditions") or [] if c.get("type") != READY]
+    return [dict(c) for c in current.get("conditions") or [] if c.get("type") != READY_CONDITION]
 
 
 def success_status(current: Mapping[str, Any], generation: int, result: SyncResult) -> dict[str, Any]:

@@ -15,8 +15,14 @@ from typing import Any
 
 import kopf
 
+from managed_secrets.api import (
+    CLUSTER_SECRET_BACKENDS_PLURAL,
+    GROUP,
+    MANAGED_SECRETS_PLURAL,
+    SECRET_BACKENDS_PLURAL,
+    VERSION,
+)
 from managed_secrets.config import OperatorConfig
-from managed_secrets.kube.cluster import GROUP, VERSION
 from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.managedsecret import BackendKind
 from managed_secrets.runtime.factory import Runtime, build_runtime, make_api_client, verify_operator_namespace
@@ -87,7 +93,7 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
 
     kopf.on.probe(registry=registry, id="reconciles")(_liveness_probe(holder))
 
-    @kopf.on.event(GROUP, VERSION, "managedsecrets", registry=registry)
+    @kopf.on.event(GROUP, VERSION, MANAGED_SECRETS_PLURAL, registry=registry)
     async def managed_secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:  # noqa: A002
         meta = body.get("metadata", {})
         if type == "DELETED":
@@ -109,10 +115,10 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
 
         return handler
 
-    kopf.on.event(GROUP, VERSION, "secretbackends", registry=registry)(
+    kopf.on.event(GROUP, VERSION, SECRET_BACKENDS_PLURAL, registry=registry)(
         backend_event(BackendKind.SECRET_BACKEND)
     )
-    kopf.on.event(GROUP, VERSION, "clustersecretbackends", registry=registry)(
+    kopf.on.event(GROUP, VERSION, CLUSTER_SECRET_BACKENDS_PLURAL, registry=registry)(
         backend_event(BackendKind.CLUSTER_SECRET_BACKEND)
     )
     return registry

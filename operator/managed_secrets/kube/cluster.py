@@ -20,6 +20,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from managed_secrets import errors
+from managed_secrets.api import (
+    CLUSTER_SECRET_BACKENDS_PLURAL,
+    GROUP,
+    MANAGED_SECRETS_PLURAL,
+    SECRET_BACKENDS_PLURAL,
+    VERSION,
+)
 from managed_secrets.core.ports import ManagedSecretInfo, OwnerReference, SecretObject
 from managed_secrets.kube.raw import read_json, release
 from managed_secrets.kube.secretwatch import OwnWrites
@@ -31,11 +38,9 @@ from managed_secrets.providers.guard import TOKEN_EXPIRATION_SECONDS, issued_tok
 
 log = logging.getLogger(__name__)
 
-GROUP = "managedsecrets.io"
-VERSION = "v1alpha1"
 _PLURALS = {
-    BackendKind.SECRET_BACKEND: "secretbackends",
-    BackendKind.CLUSTER_SECRET_BACKEND: "clustersecretbackends",
+    BackendKind.SECRET_BACKEND: SECRET_BACKENDS_PLURAL,
+    BackendKind.CLUSTER_SECRET_BACKEND: CLUSTER_SECRET_BACKENDS_PLURAL,
 }
 #: Namespace labels change rarely; a short cache spares a GET per reconcile of ClusterSecretBackend users.
 NAMESPACE_CACHE_SECONDS = 10.0
@@ -300,7 +305,7 @@ class KubeCluster:
     def managed_secret_info(self, namespace: str, name: str) -> ManagedSecretInfo | None:
         try:
             response = self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "managedsecrets", name, _preload_content=False
+                GROUP, VERSION, namespace, MANAGED_SECRETS_PLURAL, name, _preload_content=False
             )
         except ApiException as error:
             if error.status == 404:
@@ -414,7 +419,7 @@ class KubeCluster:
                 GROUP,
                 VERSION,
                 ref.namespace,
-                "managedsecrets",
+                MANAGED_SECRETS_PLURAL,
                 ref.name,
                 {"status": dict(patch)},
                 _preload_content=False,
@@ -430,7 +435,13 @@ class KubeCluster:
         try:
             release(
                 self._custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, ref.namespace, "managedsecrets", ref.name, patch, _preload_content=False
+                    GROUP,
+                    VERSION,
+                    ref.namespace,
+                    MANAGED_SECRETS_PLURAL,
+                    ref.name,
+                    patch,
+                    _preload_content=False,
                 )
             )
         except ApiException as error:

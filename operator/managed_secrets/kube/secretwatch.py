@@ -29,7 +29,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
-from managed_secrets.core.ownership import MANAGED_LABEL, MERGED_BY_ANNOTATION, OWNER_ANNOTATION
+from managed_secrets.api import MANAGED_LABEL, MERGED_BY_ANNOTATION, OWNER_ANNOTATION
 
 log = logging.getLogger(__name__)
 

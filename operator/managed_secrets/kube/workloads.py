@@ -14,11 +14,11 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from managed_secrets.api import RESTARTED_FOR_ANNOTATION
 from managed_secrets.core.rollout import (
     ARGO_GROUP,
     ARGO_VERSION,
     DISCOVERED_KINDS,
-    RESTARTED_FOR_ANNOTATION,
     RolloutError,
     RolloutFailed,
     RolloutForbidden,

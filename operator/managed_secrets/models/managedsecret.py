@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
+from managed_secrets.api import CLUSTER_SECRET_BACKEND_KIND, SECRET_BACKEND_KIND
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.duration import MAX_DURATION, format_duration, parse_duration
 
 
 class BackendKind(StrEnum):
-    SECRET_BACKEND = "SecretBackend"  # noqa: S105 - a kind, not a password
-    CLUSTER_SECRET_BACKEND = "ClusterSecretBackend"  # noqa: S105
+    SECRET_BACKEND = SECRET_BACKEND_KIND
+    CLUSTER_SECRET_BACKEND = CLUSTER_SECRET_BACKEND_KIND
 
 
 class CreationPolicy(StrEnum):

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from managed_secrets.api import FORCE_SYNC_ANNOTATION
 from managed_secrets.errors import InvalidBackend, InvalidSpec
 from managed_secrets.models.backend import NON_PROVIDER_FIELDS, Backend, BackendId, NamespaceCondition
 from managed_secrets.models.managedsecret import (
@@ -16,7 +17,6 @@ from managed_secrets.models.managedsecret import (
     ManagedSecretSpec,
 )
 
-FORCE_SYNC_ANNOTATION = "managedsecrets.io/force-sync"
 #: The backend block that names a third-party provider (entry point) instead of being one.
 PLUGIN_BLOCK = "plugin"
 

@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from managed_secrets.api import ALLOWED_BACKENDS_ANNOTATION
 from managed_secrets.models.managedsecret import BackendKind
 
 #: Annotation of a Secret or ServiceAccount naming the backends that may use it as a credential.
-ALLOWED_BACKENDS_ANNOTATION = "managedsecrets.io/allowed-backends"
 #: Lifetime of requested service-account tokens: the TokenRequest API's minimum.
 TOKEN_EXPIRATION_SECONDS = 600
 

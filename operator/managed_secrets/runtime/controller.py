@@ -29,8 +29,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from managed_secrets import metrics
+from managed_secrets.api import (
+    API_VERSION,
+    FINALIZER,
+    FORCE_SYNC_ANNOTATION,
+    MANAGED_SECRET_KIND,
+    READY_CONDITION,
+)
 from managed_secrets.core import status as status_model
-from managed_secrets.core.reconcile import Reconciler, SyncResult, WriteAction, needs_finalizer
+from managed_secrets.core.reconcile import (
+    Reconciler,
+    SyncResult,
+    WriteAction,
+    needs_finalizer,
+)
 from managed_secrets.errors import InvalidSpec, Reason, SyncError
 from managed_secrets.memory import release_free_memory
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecret, ManagedSecretRef
@@ -43,7 +55,6 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 #: Only on ManagedSecrets whose deletion needs work the garbage collector cannot do (see needs_finalizer).
-FINALIZER = "managedsecrets.io/cleanup"
 
 
 class StatusWriter(Protocol):
@@ -201,7 +212,7 @@ class Controller:
         key: Key = (meta.get("namespace", ""), meta.get("name", ""))
         annotations = meta.get("annotations") or {}
         generation = int(meta.get("generation") or 0)
-        trigger = (generation, annotations.get("managedsecrets.io/force-sync"))
+        trigger = (generation, annotations.get(FORCE_SYNC_ANNOTATION))
         state = self._states.get(key)
         if state is None:
             state = _State(
@@ -502,7 +513,8 @@ class Controller:
             log.info("%s: not synced (%s) while stopping or deleting", state.ref, error.reason.value)
             return
         previous_reason = next(
-            (c.get("reason") for c in current.get("conditions") or [] if c.get("type") == "Ready"), None
+            (c.get("reason") for c in current.get("conditions") or [] if c.get("type") == READY_CONDITION),
+            None,
         )
         state.ready = False
         log.warning("%s: not synced: %s: %s", state.ref, error.reason.value, error.message)
@@ -537,8 +549,8 @@ class Controller:
 
     def _event(self, state: _State, type_: str, reason: str, message: str) -> None:
         involved = {
-            "apiVersion": "managedsecrets.io/v1alpha1",
-            "kind": "ManagedSecret",
+            "apiVersion": API_VERSION,
+            "kind": MANAGED_SECRET_KIND,
             "name": state.ref.name,
             "namespace": state.ref.namespace,
             "uid": state.ref.uid,

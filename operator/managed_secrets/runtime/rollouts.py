@@ -25,9 +25,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from managed_secrets import errors, metrics
+from managed_secrets.api import API_VERSION
 from managed_secrets.core.ownership import KIND
 from managed_secrets.core.ports import SecretObject, SecretStore
-from managed_secrets.core.reconcile import API_VERSION, SyncResult
+from managed_secrets.core.reconcile import SyncResult
 from managed_secrets.core.rollout import (
     API_VERSIONS,
     DATA_HASH,
