@@ -162,7 +162,7 @@ def rotation_rolls_the_deployment(cluster: Cluster, namespace: str) -> None:
     )
     # The example debounces restarts for 10 s.
     after = wait(
-        lambda: (rs := replica_sets(cluster, namespace, "web")) != before and rs,
+        lambda: rs if (rs := replica_sets(cluster, namespace, "web")) != before else None,
         cluster.timeout + 15,
         "a rollout of Deployment web",
     )

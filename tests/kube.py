@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -53,15 +53,24 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
             "spec": dict(spec),
         }
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", body)  # type: ignore[no-any-return]
+        return cast(
+            "dict[str, Any]",
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", body),
+        )
 
     def get_ms(self, namespace: str, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", name)  # type: ignore[no-any-return]
+        return cast(
+            "dict[str, Any]",
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", name),
+        )
 
     def patch_ms(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, "managedsecrets", name, dict(patch)
-        )  # type: ignore[no-any-return]
+        return cast(
+            "dict[str, Any]",
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, "managedsecrets", name, dict(patch)
+            ),
+        )
 
     def delete_ms(self, namespace: str, name: str) -> None:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, "managedsecrets", name)
@@ -80,7 +89,10 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace},
             "spec": dict(spec),
         }
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "secretbackends", body)  # type: ignore[no-any-return]
+        return cast(
+            "dict[str, Any]",
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "secretbackends", body),
+        )
 
     def create_cluster_backend(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         body = {
@@ -89,7 +101,10 @@ class Kube:
             "metadata": {"name": name},
             "spec": dict(spec),
         }
-        return self.custom.create_cluster_custom_object(GROUP, VERSION, "clustersecretbackends", body)  # type: ignore[no-any-return]
+        return cast(
+            "dict[str, Any]",
+            self.custom.create_cluster_custom_object(GROUP, VERSION, "clustersecretbackends", body),
+        )
 
     def delete_cluster_backend(self, name: str) -> None:
         try:
@@ -102,6 +117,12 @@ class Kube:
         """The Ready condition, or None."""
         status = self.get_ms(namespace, name).get("status") or {}
         return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+
+    def ready_now(self, namespace: str, name: str) -> dict[str, Any]:
+        """The Ready condition, failing the test when there is none yet."""
+        cond = self.ready(namespace, name)
+        assert cond is not None, f"{namespace}/{name} has no Ready condition"
+        return cond
 
     def wait_ready(
         self, namespace: str, name: str, status: str = "True", reason: str | None = None, timeout: float = 30
@@ -172,6 +193,12 @@ class Kube:
             if error.status == 404:
                 return None
             raise
+
+    def existing_secret(self, namespace: str, name: str) -> k8s.V1Secret:
+        """The Secret, failing the test when it is missing."""
+        secret = self.secret(namespace, name)
+        assert secret is not None, f"Secret {namespace}/{name} is missing"
+        return secret
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         secret = self.secret(namespace, name)

@@ -80,10 +80,10 @@ def test_sync_rotation_and_failures_keep_the_secret(
     put(moto, key, {"user": "app", "pass": "two"})
     kube.force_sync(namespace, "db")
     kube.wait_secret_data(namespace, "db", {"user": "app", "pass": "two"})
-    version = kube.secret(namespace, "db").metadata.resource_version
+    version = kube.existing_secret(namespace, "db").metadata.resource_version
 
     def unchanged() -> None:
-        assert kube.secret(namespace, "db").metadata.resource_version == version
+        assert kube.existing_secret(namespace, "db").metadata.resource_version == version
         assert kube.secret_data(namespace, "db") == {"user": "app", "pass": "two"}
 
     put(moto, key, {"user": "app"})  # the property disappears

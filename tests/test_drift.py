@@ -145,19 +145,18 @@ def test_deleted_secret_is_back_within_seconds_without_reading_the_store(
     settle(operator)
     reads, creates = spy.reads(namespace), spy.writes_in(namespace)
     for round_ in range(2):  # twice: the second repair waits for the rate limit (about 1 s)
-        old_uid = kube.secret(namespace, "app").metadata.uid
+        old_uid = kube.existing_secret(namespace, "app").metadata.uid
         kube.core.delete_namespaced_secret("app", namespace)
         started = time.monotonic()
-        wait_for(
-            lambda old_uid=old_uid: (
-                (s := kube.secret(namespace, "app")) is not None and s.metadata.uid != old_uid
-            ),
-            BOUND,
-            what=f"the Secret recreated (round {round_})",
-        )
+
+        def recreated(old_uid: str = old_uid) -> bool:
+            s = kube.secret(namespace, "app")
+            return s is not None and bool(s.metadata.uid != old_uid)
+
+        wait_for(recreated, BOUND, what=f"the Secret recreated (round {round_})")
         assert time.monotonic() - started < BOUND
         assert kube.secret_data(namespace, "app") == {"user": "u", "pass": "p1"}
-        secret = kube.secret(namespace, "app")
+        secret = kube.existing_secret(namespace, "app")
         assert secret.metadata.labels["managedsecrets.io/managed"] == "true"
         assert [o.name for o in secret.metadata.owner_references] == ["app"], "garbage collection still works"
     settle(operator)
@@ -208,7 +207,7 @@ def test_edited_value_is_restored_and_foreign_keys_dropped_without_a_rollout(
     )
     wait_for(lambda: spy.syncs_in(namespace) > syncs, BOUND, what="the label change checked")
     settle(operator)
-    secret = kube.secret(namespace, "app")
+    secret = kube.existing_secret(namespace, "app")
     assert secret.metadata.labels["team"] == "a"
     assert secret.metadata.annotations["note"] == "n"
     assert spy.writes_in(namespace) == writes, "nothing to repair, nothing written"
@@ -219,7 +218,7 @@ def test_edited_value_is_restored_and_foreign_keys_dropped_without_a_rollout(
         "restoring the declared data restarts nothing"
     )
     assert restarted_for(kube, namespace, "Deployment", "web") is None
-    assert kube.ready(namespace, "app")["status"] == "True"
+    assert kube.ready_now(namespace, "app")["status"] == "True"
 
 
 def test_steady_state_and_own_writes_cause_no_drift_handling(
@@ -286,7 +285,7 @@ def test_a_tenant_deleting_its_secret_in_a_loop_is_rate_limited_and_others_still
         assert repairs("delayed") > delayed, "later repairs were postponed"
         assert spy.reads(namespace) == reads, "the tenant's loop read nothing from the store"
         kube.wait_secret_data(namespace, "app", {"user": "u", "pass": "p1"}, timeout=60)  # back once it stops
-        assert kube.ready(namespace, "app")["status"] == "True"
+        assert kube.ready_now(namespace, "app")["status"] == "True"
     finally:
         kube.core.delete_namespace(other, propagation_policy="Background")
 
@@ -350,7 +349,7 @@ def test_merge_target_drift_is_repaired_and_other_keys_kept(
     )
     kube.wait_ready(namespace, "merger")
     kube.wait_secret_data(namespace, "shared", {"theirs": "keep", "user": "u", "pass": "p1"})
-    assert kube.secret(namespace, "shared").metadata.labels["managedsecrets.io/managed"] == "merged"
+    assert kube.existing_secret(namespace, "shared").metadata.labels["managedsecrets.io/managed"] == "merged"
     settle(operator)
     reads = spy.reads(namespace)
     # The Secret's owner rewrites it without our keys (a Helm upgrade, say): they come back, theirs stay.
@@ -368,7 +367,7 @@ def test_merge_target_drift_is_repaired_and_other_keys_kept(
     wait_for(
         lambda: kube.secret_data(namespace, "shared") == {"theirs": "new"}, BOUND, what="merged keys removed"
     )
-    labels = kube.secret(namespace, "shared").metadata.labels or {}
+    labels = kube.existing_secret(namespace, "shared").metadata.labels or {}
     assert "managedsecrets.io/managed" not in labels, "the merge label goes with the merged keys"
 
 

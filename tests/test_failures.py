@@ -33,7 +33,7 @@ def synced(kube: Kube, openbao: OpenBao, namespace: str, **spec_extra: Any) -> s
     kube.create_ms(namespace, "app", spec)
     kube.wait_secret_data(namespace, "app", {"user": "u", "pass": "p1"})
     kube.wait_ready(namespace, "app")
-    return str(kube.secret(namespace, "app").metadata.resource_version)
+    return str(kube.existing_secret(namespace, "app").metadata.resource_version)
 
 
 def assert_unchanged(kube: Kube, namespace: str, version: str) -> None:

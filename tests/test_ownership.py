@@ -47,7 +47,7 @@ def gone(kube: Kube, namespace: str, name: str) -> bool:
     try:
         kube.get_ms(namespace, name)
     except k8s.ApiException as error:
-        return error.status == 404
+        return bool(error.status == 404)
     return False
 
 
@@ -87,7 +87,7 @@ def test_type_change_to_a_type_the_data_cannot_satisfy_keeps_the_secret(
     kube.create_ms(namespace, "db", spec(f"{namespace}/db", "username", "password"))
     kube.wait_secret_data(namespace, "db", {"username": "app", "password": value})
     kube.wait_ready(namespace, "db")
-    before = kube.secret(namespace, "db")
+    before = kube.existing_secret(namespace, "db")
 
     for wanted, missing in [
         ("kubernetes.io/tls", "tls.crt"),
@@ -97,10 +97,12 @@ def test_type_change_to_a_type_the_data_cannot_satisfy_keeps_the_secret(
     ]:
         kube.patch_ms(namespace, "db", {"spec": {"target": {"type": wanted}}})
         cond = kube.wait_ready(namespace, "db", "False", "TargetRejected")
-        wait_for(
-            lambda w=wanted: w in kube.ready(namespace, "db")["message"], 30, what=f"refusal of {wanted}"
-        )
-        assert missing in kube.ready(namespace, "db")["message"]
+
+        def refused(w: str = wanted) -> bool:
+            return w in kube.ready_now(namespace, "db")["message"]
+
+        wait_for(refused, 30, what=f"refusal of {wanted}")
+        assert missing in kube.ready_now(namespace, "db")["message"]
         secret = kube.secret(namespace, "db")
         assert secret is not None, f"changing the type to {wanted} lost the Secret"
         assert secret.metadata.uid == before.metadata.uid
@@ -118,7 +120,7 @@ def test_type_change_to_a_type_the_data_cannot_satisfy_keeps_the_secret(
     )
     kube.wait_ready(namespace, "db")
     assert kube.secret_data(namespace, "db") == {"username": "app", "password": value}
-    assert PROOF in kube.secret(namespace, "db").metadata.annotations
+    assert PROOF in kube.existing_secret(namespace, "db").metadata.annotations
     assert_no_leak(value, kube, namespace, debug_log, "db")
 
 
@@ -131,7 +133,7 @@ def test_type_change_refused_only_by_the_api_server_keeps_the_secret(
     kube.create_ms(namespace, "db", spec(f"{namespace}/db"))
     kube.wait_secret_data(namespace, "db", {"password": value})
     kube.wait_ready(namespace, "db")
-    uid = kube.secret(namespace, "db").metadata.uid
+    uid = kube.existing_secret(namespace, "db").metadata.uid
     writes = dict(operator.runtime.cluster.secret_writes)
     kube.patch_ms(
         namespace,
@@ -166,9 +168,11 @@ def test_immutable_secret_is_left_as_it_is_until_deleted(
     # Labels may still change on an immutable Secret: the operator writes them and keeps it immutable.
     kube.patch_ms(namespace, "db", {"spec": {"target": {"labels": {"team": "a"}}}})
     wait_for(
-        lambda: (kube.secret(namespace, "db").metadata.labels or {}).get("team") == "a", 30, what="label"
+        lambda: (kube.existing_secret(namespace, "db").metadata.labels or {}).get("team") == "a",
+        30,
+        what="label",
     )
-    assert kube.secret(namespace, "db").immutable
+    assert kube.existing_secret(namespace, "db").immutable
 
     put(openbao, f"{namespace}/db", {"password": second})
     kube.force_sync(namespace, "db")
@@ -176,16 +180,18 @@ def test_immutable_secret_is_left_as_it_is_until_deleted(
     assert "immutable" in cond["message"]
     kube.patch_ms(namespace, "db", {"spec": {"target": {"type": "example.com/custom"}}})
     wait_for(
-        lambda: "data and type" in kube.ready(namespace, "db")["message"], 30, what="the type change refused"
+        lambda: "data and type" in kube.ready_now(namespace, "db")["message"],
+        30,
+        what="the type change refused",
     )
-    assert kube.ready(namespace, "db")["reason"] == "TargetImmutable"
+    assert kube.ready_now(namespace, "db")["reason"] == "TargetImmutable"
     assert kube.secret_data(namespace, "db") == {"password": first}
-    assert kube.secret(namespace, "db").type == "Opaque"
+    assert kube.existing_secret(namespace, "db").type == "Opaque"
 
     kube.core.delete_namespaced_secret("db", namespace)  # what the message asks for
     kube.wait_secret_data(namespace, "db", {"password": second})
     kube.wait_ready(namespace, "db")
-    assert kube.secret(namespace, "db").type == "example.com/custom"
+    assert kube.existing_secret(namespace, "db").type == "example.com/custom"
     assert_no_leak(second, kube, namespace, debug_log, "db")
 
 
@@ -200,13 +206,13 @@ def test_merge_into_a_secret_owned_by_another_managed_secret_is_refused(
     put(openbao, f"{namespace}/evil", {"password": "attacker"})
     kube.create_ms(namespace, "owner", spec(f"{namespace}/owner", name="shared"))
     kube.wait_secret_data(namespace, "shared", {"password": value})
-    version = kube.secret(namespace, "shared").metadata.resource_version
+    version = kube.existing_secret(namespace, "shared").metadata.resource_version
 
     kube.create_ms(namespace, "merger", spec(f"{namespace}/evil", name="shared", creationPolicy="Merge"))
     cond = kube.wait_ready(namespace, "merger", "False", "TargetExists")
     assert "managed by ManagedSecret owner" in cond["message"]
     assert "Merge only adds keys to Secrets no ManagedSecret owns" in cond["message"]
-    assert kube.secret(namespace, "shared").metadata.resource_version == version
+    assert kube.existing_secret(namespace, "shared").metadata.resource_version == version
 
     delete_and_wait(kube, namespace, "merger")  # Merge + Delete: its finalizer must not empty the Secret
     time.sleep(1)
@@ -225,7 +231,7 @@ def test_owner_targeting_a_secret_that_receives_merged_keys_is_refused(
     put(openbao, f"{namespace}/k", {"password": "merged"})
     kube.create_ms(namespace, "merger", spec(f"{namespace}/k", name="shared", creationPolicy="Merge"))
     kube.wait_secret_data(namespace, "shared", {"mine": value, "password": "merged"})
-    version = kube.secret(namespace, "shared").metadata.resource_version
+    version = kube.existing_secret(namespace, "shared").metadata.resource_version
 
     kube.create_ms(namespace, "owner", spec(f"{namespace}/k", name="shared", creationPolicy="Orphan"))
     cond = kube.wait_ready(namespace, "owner", "False", "TargetExists")
@@ -234,7 +240,7 @@ def test_owner_targeting_a_secret_that_receives_merged_keys_is_refused(
     secret = kube.secret(namespace, "shared")
     assert secret is not None
     assert secret.metadata.resource_version == version
-    assert kube.ready(namespace, "merger")["status"] == "True"
+    assert kube.ready_now(namespace, "merger")["status"] == "True"
 
 
 # -- 3. ownership is proven, not claimed ---------------------------------------------------------------------
@@ -267,12 +273,12 @@ def test_pre_created_look_alike_is_not_taken_over(
         string_data={"password": planted, "extra": planted},
     )
     kube.core.create_namespaced_secret(namespace, body)
-    version = kube.secret(namespace, "db").metadata.resource_version
+    version = kube.existing_secret(namespace, "db").metadata.resource_version
     kube.patch_ms(namespace, "db", {"spec": {"backendRef": {"name": "vault"}}})
     cond = kube.wait_ready(namespace, "db", "False", "TargetExists")
     assert "no ownership proof" in cond["message"]
     time.sleep(1)
-    assert kube.secret(namespace, "db").metadata.resource_version == version
+    assert kube.existing_secret(namespace, "db").metadata.resource_version == version
     assert kube.secret_data(namespace, "db") == {"password": planted, "extra": planted}
 
 
@@ -288,7 +294,7 @@ def test_proof_copied_from_another_namespace_is_not_accepted(
     put(openbao, f"{namespace}/db", {"password": value})
     kube.create_ms(namespace, "db", spec(f"{namespace}/db"))
     kube.wait_secret_data(namespace, "db", {"password": value})
-    genuine = kube.secret(namespace, "db").metadata
+    genuine = kube.existing_secret(namespace, "db").metadata
     # The tenant of the other namespace copies every marker, proof included, onto a Secret of its own...
     kube.core.create_namespaced_secret(
         other_namespace,
@@ -314,7 +320,7 @@ def test_two_managed_secrets_one_target(
     put(openbao, f"{namespace}/second", {"password": "attacker"})
     kube.create_ms(namespace, "first", spec(f"{namespace}/first", name="shared"))
     kube.wait_secret_data(namespace, "shared", {"password": value})
-    version = kube.secret(namespace, "shared").metadata.resource_version
+    version = kube.existing_secret(namespace, "shared").metadata.resource_version
     for policy in ("Owner", "Orphan"):
         kube.create_ms(namespace, "second", spec(f"{namespace}/second", name="shared", creationPolicy=policy))
         cond = kube.wait_ready(namespace, "second", "False", "TargetExists")
@@ -385,11 +391,11 @@ def test_secret_of_an_earlier_version_is_adopted_and_given_a_proof(
         30,
         what="the operator to see the status",
     )
-    uid = kube.secret(namespace, "db").metadata.uid
+    uid = kube.existing_secret(namespace, "db").metadata.uid
     kube.patch_ms(namespace, "db", {"spec": {"backendRef": {"name": "vault"}}})
     kube.wait_secret_data(namespace, "db", {"password": value})
     kube.wait_ready(namespace, "db")
-    secret = kube.secret(namespace, "db")
+    secret = kube.existing_secret(namespace, "db")
     assert secret.metadata.uid == uid, "updated in place"
     assert PROOF in secret.metadata.annotations
     assert secret.metadata.labels["team"] == "a"
@@ -412,14 +418,17 @@ def test_stale_merge_claim_of_a_deleted_merger_does_not_block(
     )
     kube.wait_secret_data(namespace, "shared", {"mine": value, "password": "from-a"})
     delete_and_wait(kube, namespace, "first")
-    assert kube.secret(namespace, "shared").metadata.annotations["managedsecrets.io/merged-by"] == "first"
+    assert (
+        kube.existing_secret(namespace, "shared").metadata.annotations["managedsecrets.io/merged-by"]
+        == "first"
+    )
 
     kube.create_ms(
         namespace, "second", spec(f"{namespace}/b", "token", name="shared", creationPolicy="Merge")
     )
     kube.wait_secret_data(namespace, "shared", {"mine": value, "password": "from-a", "token": "from-b"})
     kube.wait_ready(namespace, "second")
-    annotations = kube.secret(namespace, "shared").metadata.annotations
+    annotations = kube.existing_secret(namespace, "shared").metadata.annotations
     assert annotations["managedsecrets.io/merged-by"] == "second"
     assert annotations["managedsecrets.io/merged-keys"] == "token"
 

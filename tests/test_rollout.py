@@ -240,11 +240,11 @@ def test_three_secrets_rotated_within_the_window_restart_once(
         kube.wait_secret_data(namespace, name, {"password": "two"})
     wait_for(lambda: revisions(kube, namespace, "Deployment", "web") == 2, 40, what="the restart")
     for name in "abc":
-        wait_for(
-            lambda name=name: kube.get_ms(namespace, name)["status"]["dataHash"] != hashes[name],
-            10,
-            what=f"{name} dataHash",
-        )
+
+        def rehashed(name: str = name) -> bool:
+            return bool(kube.get_ms(namespace, name)["status"]["dataHash"] != hashes[name])
+
+        wait_for(rehashed, 10, what=f"{name} dataHash")
     time.sleep(SETTLE)
     assert revisions(kube, namespace, "Deployment", "web") == 2, "one restart for three Secrets"
     assert event_messages(kube, namespace, "Deployment", "web") == [
@@ -272,7 +272,7 @@ def test_operator_restart_with_everything_in_sync_restarts_nothing(
     )
     time.sleep(SETTLE)
     version = kube.get_ms(namespace, "app")["metadata"]["resourceVersion"]
-    hmac_key = kube.secret("managed-secrets-system", "managed-secrets-hmac-key").data["key"]
+    hmac_key = kube.existing_secret("managed-secrets-system", "managed-secrets-hmac-key").data["key"]
 
     operator.restart()
     wait_for(
@@ -283,9 +283,9 @@ def test_operator_restart_with_everything_in_sync_restarts_nothing(
     time.sleep(SETTLE)
     assert revisions(kube, namespace, "Deployment", "web") == 2
     assert kube.get_ms(namespace, "app")["metadata"]["resourceVersion"] == version, "no status write either"
-    assert kube.secret("managed-secrets-system", "managed-secrets-hmac-key").data["key"] == hmac_key, (
-        "the key is stable"
-    )
+    assert (
+        kube.existing_secret("managed-secrets-system", "managed-secrets-hmac-key").data["key"] == hmac_key
+    ), "the key is stable"
 
 
 def test_same_values_label_change_and_unrelated_secrets_restart_nothing(
@@ -309,7 +309,9 @@ def test_same_values_label_change_and_unrelated_secrets_restart_nothing(
     time.sleep(SETTLE)  # refreshes every second that find the same value
     kube.patch_ms(namespace, "app", {"spec": {"target": {"labels": {"team": "a"}}}})
     wait_for(
-        lambda: (kube.secret(namespace, "app").metadata.labels or {}).get("team") == "a", 10, what="the label"
+        lambda: (kube.existing_secret(namespace, "app").metadata.labels or {}).get("team") == "a",
+        10,
+        what="the label",
     )
     rotate(kube, openbao, namespace, "other", "two")  # a managed Secret web does not use
     kube.core.patch_namespaced_secret(
@@ -363,11 +365,11 @@ def test_auto_finds_every_reference_style_and_honours_opt_out(
 
     rotate(kube, openbao, namespace, "app", "two")
     for name in styles:
-        wait_for(
-            lambda name=name: revisions(kube, namespace, "Deployment", name) == 2,
-            30,
-            what=f"the restart of {name}",
-        )
+
+        def restarted(name: str = name) -> bool:
+            return revisions(kube, namespace, "Deployment", name) == 2
+
+        wait_for(restarted, 30, what=f"the restart of {name}")
     wait_for(
         lambda: revisions(kube, namespace, "StatefulSet", "db") == 2, 30, what="the restart of StatefulSet db"
     )

@@ -106,13 +106,13 @@ def test_noop_refresh_writes_nothing(
 
     # One refresh after the first sync (whose status write may still be on its way), then the baseline.
     wait_for(lambda: synced_times(2), 30, interval=0.05, what="a first refresh")
-    secret_version = kube.secret(namespace, "same").metadata.resource_version
+    secret_version = kube.existing_secret(namespace, "same").metadata.resource_version
     ms_version = kube.get_ms(namespace, "same")["metadata"]["resourceVersion"]
     writes = operator.secret_writes
     # Counted, not timed: three more refreshes however long a busy machine makes them take.
     target = len(syncs) + 3
     wait_for(lambda: synced_times(target), 60, interval=0.05, what="three more refreshes")
-    assert kube.secret(namespace, "same").metadata.resource_version == secret_version
+    assert kube.existing_secret(namespace, "same").metadata.resource_version == secret_version
     assert kube.get_ms(namespace, "same")["metadata"]["resourceVersion"] == ms_version, "no status churn"
     assert operator.secret_writes == writes
 
@@ -171,7 +171,7 @@ def test_retain_keeps_the_secret(
         spec(f"{namespace}/k", target={"creationPolicy": creation, "deletionPolicy": "Retain"}),
     )
     kube.wait_ready(namespace, "kept")
-    assert not kube.secret(namespace, "kept").metadata.owner_references
+    assert not kube.existing_secret(namespace, "kept").metadata.owner_references
     kube.delete_ms(namespace, "kept")
     wait_for(lambda: _gone(kube, namespace, "kept"), 10, what="ManagedSecret deletion")
     time.sleep(2)
@@ -192,7 +192,7 @@ def test_orphan_with_delete_policy_is_removed_by_the_finalizer(
     put(openbao, f"{namespace}/k", {"username": "u", "password": "p"})
     kube.create_ms(namespace, "orphan", spec(f"{namespace}/k", target={"creationPolicy": "Orphan"}))
     kube.wait_ready(namespace, "orphan")
-    assert not kube.secret(namespace, "orphan").metadata.owner_references
+    assert not kube.existing_secret(namespace, "orphan").metadata.owner_references
     assert "managedsecrets.io/cleanup" in kube.get_ms(namespace, "orphan")["metadata"]["finalizers"]
     kube.delete_ms(namespace, "orphan")
     wait_for(lambda: kube.secret(namespace, "orphan") is None, 15, what="the finalizer to delete the Secret")
@@ -208,7 +208,7 @@ def test_merge_adds_keys_to_an_existing_secret_and_removes_them_on_delete(
         namespace, "merger", spec(f"{namespace}/k", target={"name": "shared", "creationPolicy": "Merge"})
     )
     kube.wait_secret_data(namespace, "shared", {"mine": "hand-made", "username": "u", "password": "p"})
-    assert not kube.secret(namespace, "shared").metadata.owner_references
+    assert not kube.existing_secret(namespace, "shared").metadata.owner_references
     kube.delete_ms(namespace, "merger")
     kube.wait_secret_data(namespace, "shared", {"mine": "hand-made"}, timeout=15)
 
@@ -228,13 +228,13 @@ def test_existing_secret_is_never_overwritten(
     operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str, vault_backend: str
 ) -> None:
     kube.create_secret(namespace, "taken", {"password": "hand-made"})
-    before = kube.secret(namespace, "taken").metadata.resource_version
+    before = kube.existing_secret(namespace, "taken").metadata.resource_version
     put(openbao, f"{namespace}/k", {"username": "u", "password": "p"})
     kube.create_ms(namespace, "taken", spec(f"{namespace}/k"))
     cond = kube.wait_ready(namespace, "taken", "False", "TargetExists")
     assert "taken" in cond["message"]
     time.sleep(1)
-    secret = kube.secret(namespace, "taken")
+    secret = kube.existing_secret(namespace, "taken")
     assert secret.metadata.resource_version == before
     assert kube.secret_data(namespace, "taken") == {"password": "hand-made"}
 

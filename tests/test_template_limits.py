@@ -177,7 +177,9 @@ def test_binary_data_writes_bytes_and_b64decode_says_how(
     assert "b64decode: the result is not UTF-8 text" in condition["message"]
     assert "binaryData" in condition["message"]
     assert "UnicodeDecodeError" not in condition["message"]
-    assert kube.secret(namespace, "ks").metadata.resource_version == version, "the Secret stays as it was"
+    assert kube.existing_secret(namespace, "ks").metadata.resource_version == version, (
+        "the Secret stays as it was"
+    )
 
 
 def test_a_key_in_both_data_and_binary_data_is_refused_by_the_api_server(

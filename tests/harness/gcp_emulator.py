@@ -168,7 +168,7 @@ class SecretManagerServicer:
                 grpc.StatusCode.UNAUTHENTICATED, "Request is missing required authentication credential."
             )
         try:
-            claims = jwt.decode(header[7:], certs=self._auth_keys, verify=True)
+            claims = jwt.decode(header[7:], certs=self._auth_keys, verify=True)  # type: ignore[no-untyped-call]
         except (ValueError, auth_exceptions.GoogleAuthError):
             raise Abort(
                 grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials."
@@ -439,9 +439,9 @@ class GcpSecretManagerEmulator(ServerHarness):
             channel.close()
 
 
-class _AdminAuth(grpc.UnaryUnaryClientInterceptor):
+class _AdminAuth(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     def __init__(self, info: Mapping[str, str]) -> None:
-        self._credentials = jwt.Credentials.from_service_account_info(
+        self._credentials = jwt.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
             dict(info), audience="https://secretmanager.googleapis.com/"
         )
 

@@ -136,7 +136,7 @@ def test_only_names_versions_and_owners_are_kept_from_metadata() -> None:
 class FakeWatch(SecretWatch):
     def __init__(self, pages: list[Mapping[str, Any]]) -> None:
         self.delivered: list[SecretChange] = []
-        super().__init__(None, OwnWrites(), self.delivered.append)  # type: ignore[arg-type]
+        super().__init__(None, OwnWrites(), self.delivered.append)
         self.pages = pages
 
     def _get(self, path: str, query: Any, accept: str, *, timeout: Any) -> Mapping[str, Any]:

@@ -97,9 +97,9 @@ def test_random_operations_keep_the_invariants() -> None:
             item = (rng.choice("abcd"), str(step))
             q.put(item)
             put.append(item)
-        elif rng.random() < 0.5 and (item := q.get()) is not None:
-            out.append(item)
-            assert q.taken_in(item[0]) <= 2
+        elif rng.random() < 0.5 and (taken := q.get()) is not None:
+            out.append(taken)
+            assert q.taken_in(taken[0]) <= 2
         elif out:
             item = out.pop(rng.randrange(len(out)))
             q.done(item)

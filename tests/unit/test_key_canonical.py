@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from managed_secrets.core.clients import ProviderPool
-from managed_secrets.core.ports import SecretObject
+from managed_secrets.core.ports import ManagedSecretInfo, SecretObject
 from managed_secrets.core.reads import ReadCache
 from managed_secrets.core.reconcile import Reconciler
 from managed_secrets.errors import InvalidSpec, KeyNotAllowed, RemoteKeyNotFound, SyncError, VersionNotFound
@@ -24,6 +24,7 @@ from managed_secrets.models.managedsecret import BackendKind, ManagedSecret
 from managed_secrets.models.parse import parse_managed_secret
 from managed_secrets.providers.base import (
     CanonicalizingProvider,
+    CredentialValue,
     ProviderContext,
     RemoteKey,
     SecretProvider,
@@ -140,8 +141,11 @@ def test_case_folding_for_case_insensitive_stores() -> None:
 
 
 class NoCredentials:
-    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
+    def read_secret_key(self, namespace: str, name: str, key: str) -> CredentialValue:
         raise AssertionError("canonicalisation must not read credentials")
+
+    def service_account_annotations(self, namespace: str, name: str) -> Mapping[str, str]:
+        raise AssertionError("canonicalisation must not read ServiceAccounts")
 
     def request_token(self, namespace: str, service_account: str, audiences: Sequence[str]) -> str:
         raise AssertionError("canonicalisation must not request tokens")
@@ -455,10 +459,21 @@ class FakeCluster:
     def replace(self, secret: SecretObject) -> SecretObject:
         return self.create(secret)
 
-    def delete(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+    def delete(
+        self, namespace: str, name: str, *, uid: str | None = None, resource_version: str | None = None
+    ) -> None:
         self.secrets.pop((namespace, name), None)
 
-    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
+    def check_create(self, secret: SecretObject) -> None:
+        raise AssertionError("these tests create no Secret of a rejected type")
+
+    def managed_secret_info(self, namespace: str, name: str) -> ManagedSecretInfo | None:
+        raise AssertionError("these tests never merge into a Secret another ManagedSecret owns")
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> CredentialValue:
+        raise AssertionError("no credentials in these tests")
+
+    def service_account_annotations(self, namespace: str, name: str) -> Mapping[str, str]:
         raise AssertionError("no credentials in these tests")
 
     def request_token(self, namespace: str, service_account: str, audiences: Sequence[str]) -> str:

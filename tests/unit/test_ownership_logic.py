@@ -285,7 +285,7 @@ def test_secret_of_another_managed_secret_is_refused_with_its_name() -> None:
     write(rec, managed_secret("first", name="shared"), {"k": b"first"})
     with pytest.raises(errors.TargetExists, match="managed by ManagedSecret first"):
         write(rec, managed_secret("second", name="shared"), {"k": b"second"})
-    assert cluster.get(NS, "shared").data == {"k": b"first"}  # type: ignore[union-attr]
+    assert cluster.secrets[(NS, "shared")].data == {"k": b"first"}
 
 
 def test_recreated_managed_secret_does_not_inherit_a_retained_secret() -> None:
@@ -508,7 +508,7 @@ def test_recreated_merger_takes_over_its_own_stale_claim_without_removing_old_ke
         managed_secret("m", uid="uid-new", name="shared", creationPolicy="Merge"),
         {"b": b"2"},
     )
-    assert set(cluster.get(NS, "shared").data) == {"mine", "a", "b"}  # type: ignore[union-attr]
+    assert set(cluster.secrets[(NS, "shared")].data) == {"mine", "a", "b"}
 
 
 def test_tampered_merged_keys_are_not_removed() -> None:
@@ -519,9 +519,9 @@ def test_tampered_merged_keys_are_not_removed() -> None:
     tampered = {**secret.annotations, "managedsecrets.io/merged-keys": "a,mine"}
     cluster.put(replace(secret, annotations=tampered))
     write(reconciler(cluster), ms, {"b": b"2"})
-    assert set(cluster.get(NS, "shared").data) == {"mine", "a", "b"}  # type: ignore[union-attr]
+    assert set(cluster.secrets[(NS, "shared")].data) == {"mine", "a", "b"}
     reconciler(cluster).cleanup(managed_secret("m", name="shared", creationPolicy="Merge"))
-    assert set(cluster.get(NS, "shared").data) == {"mine", "a"}  # type: ignore[union-attr]
+    assert set(cluster.secrets[(NS, "shared")].data) == {"mine", "a"}
 
 
 def test_legacy_merge_claim_is_still_ours() -> None:
@@ -539,7 +539,9 @@ def test_legacy_merge_claim_is_still_ours() -> None:
     secret = cluster.get(NS, "shared")
     assert secret is not None
     assert set(secret.data) == {"mine", "new"}
-    assert merge_claim(secret).proven_for(KEY, secret, ms.ref.uid)  # type: ignore[union-attr]
+    claim = merge_claim(secret)
+    assert claim is not None
+    assert claim.proven_for(KEY, secret, ms.ref.uid)
     assert MERGE_PROOF_ANNOTATION in secret.annotations
 
 
@@ -558,7 +560,7 @@ def test_owner_refuses_a_secret_that_receives_merged_keys() -> None:
         write(reconciler(cluster), managed_secret("app"), {"k": b"new"})
     del cluster.managed[(NS, "merger")]
     write(reconciler(cluster), managed_secret("app"), {"k": b"new"})
-    assert merge_claim(cluster.get(NS, "app")) is None  # type: ignore[arg-type]
+    assert merge_claim(cluster.secrets[(NS, "app")]) is None
 
 
 # -- deletion ----------------------------------------------------------------------------------------------

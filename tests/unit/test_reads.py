@@ -38,7 +38,7 @@ class BatchProvider(CountingProvider):
 
     def fetch_many(self, refs: Sequence[RemoteKey]) -> Mapping[RemoteKey, bytes | SyncError]:
         self.batches.append(len(refs))
-        return {ref: self.values.get(ref.key, RemoteKeyNotFound("missing")) for ref in refs}  # type: ignore[misc]
+        return {ref: self.values.get(ref.key, RemoteKeyNotFound("missing")) for ref in refs}
 
 
 class Clock:

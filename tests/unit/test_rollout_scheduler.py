@@ -97,7 +97,12 @@ class FakeSecrets:
     def replace(self, secret: SecretObject) -> SecretObject:
         raise NotImplementedError
 
-    def delete(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+    def delete(
+        self, namespace: str, name: str, *, uid: str | None = None, resource_version: str | None = None
+    ) -> None:
+        raise NotImplementedError
+
+    def check_create(self, secret: SecretObject) -> None:
         raise NotImplementedError
 
 
@@ -240,7 +245,11 @@ def test_three_secrets_within_the_window_give_one_restart(harness: Harness) -> N
     for ms in mss:
         harness.sync(ms, k="v2")
     for name in "abc":
-        eventually(lambda name=name: harness.status.status[name].get(DATA_HASH) == harness.hash_of(k="v2"))
+
+        def rehashed(name: str = name) -> bool:
+            return harness.status.status[name].get(DATA_HASH) == harness.hash_of(k="v2")
+
+        eventually(rehashed)
     assert [ref for ref, _ in harness.workloads.patches] == [web]
     assert (
         "Deployment",

@@ -3,14 +3,14 @@ before any read (a tenant's `version: "-1"` must never read the latest value and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from managed_secrets.errors import SyncError, VersionNotFound
 from managed_secrets.providers.aws import parameter_selector, secrets_manager_version
-from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider
+from managed_secrets.providers.base import CredentialValue, ProviderContext, RemoteKey, SecretProvider
 from managed_secrets.providers.guard import CredentialPolicy, EndpointAllowlist
 from managed_secrets.providers.registry import ProviderRegistry
 from managed_secrets.providers.vault import kv2_version
@@ -115,8 +115,11 @@ def test_parameter_store_refuses(version: str) -> None:
 
 
 class NoCredentials:
-    def read_secret_key(self, namespace: str, name: str, key: str) -> bytes:
+    def read_secret_key(self, namespace: str, name: str, key: str) -> CredentialValue:
         raise AssertionError("a malformed version must be refused before credentials are read")
+
+    def service_account_annotations(self, namespace: str, name: str) -> Mapping[str, str]:
+        raise AssertionError("a malformed version must be refused before a ServiceAccount is read")
 
     def request_token(self, namespace: str, service_account: str, audiences: Sequence[str]) -> str:
         raise AssertionError("a malformed version must be refused before a token is requested")
