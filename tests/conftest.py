@@ -27,6 +27,10 @@ from harness.operator import AwsCalls, OperatorRunner
 from kube import Kube
 from managed_secrets.config import OperatorConfig
 
+# The contract cases ship in the package (managed_secrets.testing): rewrite their asserts like a test
+# module's, so a failure shows what was compared. Registered before any test module imports them.
+pytest.register_assert_rewrite("managed_secrets.testing")
+
 
 @pytest.fixture(scope="session")
 def controlplane() -> Iterator[ControlPlane]:

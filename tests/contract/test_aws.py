@@ -20,8 +20,8 @@ from managed_secrets.errors import (
     VersionNotFound,
 )
 from managed_secrets.providers.base import BatchingProvider, RemoteKey, SecretProvider
+from managed_secrets.testing.contract import ProviderContract, Value
 
-from .cases import ProviderContract, Value
 from .conftest import NAMESPACE, InMemoryCredentials, make_provider
 
 OPTIONS = {"timeout_seconds": 3, "max_attempts": 1}

@@ -22,8 +22,8 @@ from managed_secrets.errors import (
     VersionNotFound,
 )
 from managed_secrets.providers.base import RemoteKey, SecretProvider
+from managed_secrets.testing.contract import ProviderContract, Value
 
-from .cases import ProviderContract, Value
 from .conftest import NAMESPACE, InMemoryCredentials, make_provider
 
 

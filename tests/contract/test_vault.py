@@ -11,8 +11,8 @@ import pytest
 
 from harness.openbao import OpenBao
 from managed_secrets.providers.base import SecretProvider
+from managed_secrets.testing.contract import ProviderContract, Value
 
-from .cases import ProviderContract, Value
 from .conftest import NAMESPACE, InMemoryCredentials, make_provider
 
 MOUNT = "secret"  # KV v2, mounted by the dev server

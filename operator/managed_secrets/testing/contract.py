@@ -1,11 +1,14 @@
 """The provider contract: one set of cases every provider passes against its real (or stand-in) server.
 
-A test module subclasses ``ProviderContract`` and provides three fixtures:
+Shipped with the package so a plugin author runs the same cases as the built-in providers
+(``pip install 'managed-secrets[testing]'``; this module needs pytest). A test module subclasses
+``ProviderContract`` and provides three fixtures:
 
 - ``remote``: a ``Remote`` for the store (writes with an admin client, outage control);
 - ``provider``: a provider configured with working credentials;
 - ``bad_credentials_provider``: the same backend with credentials the server refuses.
 
+``MemoryRemote`` is the ``Remote`` of the in-memory provider, a worked example (docs/adding-a-provider.md).
 Every case runs with the root logger and the operator's loggers at DEBUG, captured by caplog.
 """
 
@@ -23,7 +26,6 @@ from typing import Any, ClassVar, Protocol
 
 import pytest
 
-from leaks import assert_absent
 from managed_secrets.core.values import extract_fields, pick_property
 from managed_secrets.errors import (
     AuthFailed,
@@ -34,6 +36,8 @@ from managed_secrets.errors import (
     VersionNotFound,
 )
 from managed_secrets.providers.base import RemoteKey, SecretProvider
+from managed_secrets.providers.memory import MemoryStore, encode_value
+from managed_secrets.testing.leaks import assert_absent
 
 Value = str | bytes | dict[str, Any]
 
@@ -69,6 +73,37 @@ class Remote(Protocol):
     def stop_server(self) -> None: ...
 
     def start_server(self) -> None: ...
+
+
+class MemoryRemote:
+    """The ``Remote`` of an in-memory store: the store is its own admin client, and an outage keeps the data."""
+
+    supports_binary = True
+    max_value_size = SIXTY_FOUR_KIB
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+
+    def new_key(self) -> str:
+        return f"contract/{uuid.uuid4().hex[:12]}"
+
+    def put(self, key: str, value: Value) -> str:
+        return self.store.put(key, value)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+    def expected(self, value: Value) -> bytes:
+        return encode_value(value)
+
+    def missing_version(self) -> str:
+        return "999"
+
+    def stop_server(self) -> None:
+        self.store.set_reachable(False)
+
+    def start_server(self) -> None:
+        self.store.set_reachable(True)
 
 
 def exception_texts(error: BaseException) -> str:
