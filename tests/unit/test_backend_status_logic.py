@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from managed_secrets.api import READY_CONDITION
+from managed_secrets.core.clients import ProviderPool
 from managed_secrets.errors import AuthFailed, BackendUnavailable, InvalidBackend
 from managed_secrets.models.backend import Backend, BackendId
 from managed_secrets.models.managedsecret import BackendKind
 from managed_secrets.models.status import BackendStatus, ConditionStatus, find_condition
-from managed_secrets.providers.base import RemoteKey, SecretProvider
+from managed_secrets.providers.base import CredentialValue, RemoteKey, SecretProvider
+from managed_secrets.providers.guard import CredentialPolicy, EndpointAllowlist
+from managed_secrets.providers.registry import ProviderRegistry
 from managed_secrets.runtime.backend_status import (
     NOT_VALIDATED_REASON,
     VALID_REASON,
@@ -313,3 +316,69 @@ def test_one_namespace_with_many_slow_backends_does_not_starve_another() -> None
             await reporter.stop()
 
     asyncio.run(scenario())
+
+
+# -- through the real provider pool and guards ---------------------------------------------------------
+
+
+class RecordingCredentials:
+    """A cluster that holds a Secret of every name: it records what the operator asked for."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[str, str]] = []
+
+    def read_secret_key(self, namespace: str, name: str, key: str) -> CredentialValue:
+        self.reads.append((namespace, name))
+        return CredentialValue(annotations={}, value=b"hunter2-token")
+
+    def service_account_annotations(self, namespace: str, name: str) -> Mapping[str, str]:
+        self.reads.append((namespace, name))
+        return {}
+
+    def request_token(self, namespace: str, service_account: str, audiences: Sequence[str]) -> str:
+        raise AssertionError("no token may be requested")
+
+
+def vault_body(
+    secret_ref: dict[str, str], server: str = "http://127.0.0.1:8200", generation: int = 1
+) -> dict[str, Any]:
+    b = body(name="thief", namespace="tenant", generation=generation)
+    b["spec"] = {"vault": {"server": server, "auth": {"token": {"secretRef": secret_ref}}}}
+    return b
+
+
+def guarded_pool(credentials: RecordingCredentials) -> ProviderPool:
+    policy = CredentialPolicy(endpoints=EndpointAllowlist.from_patterns(["http://127.0.0.1:*"]))
+    return ProviderPool(ProviderRegistry(load_entry_points=False), credentials, policy=policy)
+
+
+def test_another_namespaces_secret_is_refused_before_it_is_read() -> None:
+    credentials = RecordingCredentials()
+    pool = guarded_pool(credentials)
+    existing = validate_backend(
+        vault_body({"name": "victim-creds", "key": "token", "namespace": "victim"}), pool
+    )
+    missing = validate_backend(
+        vault_body({"name": "nothing", "key": "token", "namespace": "victim"}, generation=2), pool
+    )
+    assert (existing.status, existing.reason) == (ConditionStatus.FALSE, "InvalidBackend")
+    assert credentials.reads == []  # nothing of the other namespace was even looked at
+    assert existing.message == missing.message
+    assert "victim" not in existing.message
+    pool.close()
+
+
+def test_a_credential_not_opted_in_and_an_endpoint_not_allowed_are_refused_before_any_call() -> None:
+    credentials = RecordingCredentials()
+    pool = guarded_pool(credentials)
+    refused = validate_backend(vault_body({"name": "copied", "key": "token"}), pool)
+    assert (refused.status, refused.reason) == (ConditionStatus.FALSE, "CredentialNotAllowed")
+    assert "hunter2" not in refused.message
+    assert set(credentials.reads) == {("tenant", "copied")}
+    reads = len(credentials.reads)
+    elsewhere = validate_backend(
+        vault_body({"name": "copied", "key": "token"}, "http://10.0.0.1:8200", 2), pool
+    )
+    assert (elsewhere.status, elsewhere.reason) == (ConditionStatus.FALSE, "EndpointNotAllowed")
+    assert len(credentials.reads) == reads  # nothing read for a store outside the allowlist
+    pool.close()

@@ -230,8 +230,9 @@ class BackendStatusReporter:
         self._threads = DaemonThreadPool(self._settings.workers, "backend-status")
         self._wakeup = asyncio.Event()  # binds to the running loop on first use
         self._tasks: list[asyncio.Task[None]] = []
-        #: Validations finished (tests wait on it).
+        #: Validations finished, in all and per backend (tests wait on them).
         self.validations = 0
+        self.validations_of: dict[BackendId, int] = {}
         #: Status writes made (tests prove an unchanged backend writes nothing).
         self.writes = 0
 
@@ -288,7 +289,9 @@ class BackendStatusReporter:
         return True
 
     def forget(self, kind: BackendKind, name: str, namespace: str | None) -> None:
-        state = self._states.pop(BackendId(kind=kind, name=name, namespace=namespace), None)
+        key = BackendId(kind=kind, name=name, namespace=namespace)
+        self.validations_of.pop(key, None)
+        state = self._states.pop(key, None)
         if state is not None and state.timer is not None:
             state.timer.cancel()
 
@@ -351,6 +354,7 @@ class BackendStatusReporter:
         finally:
             state.running = False
             self.validations += 1
+            self.validations_of[key] = self.validations_of.get(key, 0) + 1
         if self._states.get(key) is not state:
             return  # deleted (or replaced) meanwhile
         if new is not None:
