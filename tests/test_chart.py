@@ -148,13 +148,17 @@ def test_namespaced_mode_uses_roles(helm: Helm) -> None:
         "team-b",
     ]
     cluster_rules = one(docs, "ClusterRole")["rules"]
-    # The ClusterRole keeps only what a Role cannot grant: reads of cluster-scoped resources, and
-    # TokenReviews (a question to the API server, which writes nothing).
-    assert {resource for _, resource, _ in flatten(cluster_rules)} <= CLUSTER_SCOPED
-    assert {verb for _, resource, verb in flatten(cluster_rules) if resource != "tokenreviews"} <= {
+    # The ClusterRole keeps only what a Role cannot grant: reads of cluster-scoped resources, TokenReviews
+    # (a question to the API server, which writes nothing) and the ClusterSecretBackends' Ready condition.
+    writes = {"tokenreviews", "clustersecretbackends/status"}
+    assert {resource for _, resource, _ in flatten(cluster_rules)} <= CLUSTER_SCOPED | writes
+    assert {verb for _, resource, verb in flatten(cluster_rules) if resource not in writes} <= {
         "get",
         "list",
         "watch",
+    }
+    assert {(g, r, v) for g, r, v in flatten(cluster_rules) if r == "clustersecretbackends/status"} == {
+        ("managedsecrets.io", "clustersecretbackends/status", "patch")
     }
     assert {(g, r, v) for g, r, v in flatten(cluster_rules) if r == "tokenreviews"} == {
         ("authentication.k8s.io", "tokenreviews", "create")
@@ -243,6 +247,15 @@ def test_template_limits_fairness_and_stall_values_become_flags(helm: Helm) -> N
     # Every flag the chart passes is one `managed-secrets run` accepts.
     _parser().parse_args(["run", *args])
     assert "timeout" in helm.render_error({"templates": {"timeout": 2}})  # the schema refuses unknown keys
+
+
+def test_backend_validation_interval_becomes_a_flag(helm: Helm) -> None:
+    assert not [a for a in container(helm.render())["args"] if a.startswith("--backend-validation")]
+    for value, flag in ((600, "--backend-validation-interval=600"), (0, "--backend-validation-interval=0")):
+        args = container(helm.render({"backendValidationIntervalSeconds": value}))["args"]
+        assert flag in args
+        assert _parser().parse_args(["run", *args]).backend_validation_interval == value
+    assert "backendValidationIntervalSeconds" in helm.render_error({"backendValidationIntervalSeconds": -1})
 
 
 def test_service_monitor_toggle(helm: Helm) -> None:

@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
         "fails (default 120)",
     )
     run.add_argument(
+        "--backend-validation-interval",
+        type=float,
+        default=None,
+        help="seconds between checks that each SecretBackend's and ClusterSecretBackend's credentials"
+        " still work (their Ready condition; jittered; 0: only when a backend changes; default 300)",
+    )
+    run.add_argument(
         "--template-timeout",
         type=float,
         default=None,
@@ -118,6 +125,7 @@ def _config(args: argparse.Namespace) -> OperatorConfig:
         "workers": args.workers,
         "workers_per_namespace": args.workers_per_namespace,
         "stall_timeout": args.stall_timeout,
+        "backend_validation_interval": args.backend_validation_interval,
         "template_timeout": args.template_timeout,
         "template_max_output": args.template_max_output,
         "template_memory_mib": args.template_memory_mib,

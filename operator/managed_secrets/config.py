@@ -70,6 +70,8 @@ class OperatorConfig:
     template_processes: int = 2
     backoff_base: float = 5.0
     backoff_max: float = 300.0
+    #: Seconds between validations of an unchanged backend (its Ready condition); 0: only on change.
+    backend_validation_interval: float = 300.0
     #: Passed to providers (timeouts, test hooks); no credentials here.
     provider_options: dict[str, Any] = field(default_factory=dict)
     #: Kubeconfig to use; empty: in-cluster, else the usual KUBECONFIG / ~/.kube/config.
@@ -97,6 +99,10 @@ class OperatorConfig:
             )
         if not math.isfinite(self.backoff_max):
             raise ValueError(f"backoff max must be finite seconds, got {self.backoff_max}")
+        if not (math.isfinite(self.backend_validation_interval) and self.backend_validation_interval >= 0):
+            raise ValueError(
+                f"backend validation interval must be finite seconds >= 0, got {self.backend_validation_interval}"
+            )
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
 
@@ -117,6 +123,7 @@ class OperatorConfig:
             template_processes=_number("TEMPLATE_PROCESSES", "2", int),
             backoff_base=_number("BACKOFF_BASE", "5", float),
             backoff_max=_number("BACKOFF_MAX", "300", float),
+            backend_validation_interval=_number("BACKEND_VALIDATION_INTERVAL", "300", float),
             kubeconfig=_env("KUBECONFIG", os.environ.get("KUBECONFIG", "")),
             allowed_store_endpoints=_env_list("ALLOWED_STORE_ENDPOINTS"),
             api_audiences=_env_list("API_AUDIENCES"),

@@ -253,6 +253,9 @@ class _Handler(BaseHTTPRequestHandler):
         if "api-version" not in query:
             self._kv_error(HTTPStatus.BAD_REQUEST, "BadParameter", "api-version is required")
             return
+        if not parts and method == "GET":
+            self._list(int(query.get("maxresults", "25")))
+            return
         if not parts or not (1 <= len(parts[0]) <= 127) or not set(parts[0]) <= SECRET_NAME_CHARS:
             self._kv_error(
                 HTTPStatus.BAD_REQUEST,
@@ -331,6 +334,17 @@ class _Handler(BaseHTTPRequestHandler):
             )
         else:
             self._send(HTTPStatus.OK, self._bundle(name, version))
+
+    def _list(self, limit: int) -> None:
+        """The first page of the secrets' properties (no values, no paging: the operator reads one)."""
+        with self.state.lock:
+            items = []
+            listed = [(n, v) for n, v in sorted(self.state.secrets.items()) if v]
+            for name, versions in listed[:limit]:
+                bundle = self._bundle(name, versions[-1], value=False)
+                bundle["id"] = f"{self.state.base_url}/secrets/{name}"
+                items.append(bundle)
+        self._send(HTTPStatus.OK, {"value": items, "nextLink": None})
 
     def _patch(self, name: str, version_id: str) -> None:
         body = json.loads(self._body() or b"{}")

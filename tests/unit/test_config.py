@@ -89,6 +89,8 @@ def test_run_help_documents_the_operator_namespace(capsys: pytest.CaptureFixture
         ("MANAGED_SECRETS_BACKOFF_MAX", "inf"),
         ("MANAGED_SECRETS_WORKERS", "0"),
         ("MANAGED_SECRETS_METRICS_PORT", "many"),
+        ("MANAGED_SECRETS_BACKEND_VALIDATION_INTERVAL", "-1"),
+        ("MANAGED_SECRETS_BACKEND_VALIDATION_INTERVAL", "nan"),
     ],
 )
 def test_a_bad_setting_is_a_usage_error_not_a_hot_loop(
@@ -107,3 +109,11 @@ def test_a_bad_setting_is_a_usage_error_not_a_hot_loop(
 
 def test_sane_settings_pass() -> None:
     assert OperatorConfig(backoff_base=0.3, backoff_max=2.0, workers=1).backoff_max == 2.0
+
+
+def test_backend_validation_interval_from_env_and_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert OperatorConfig().backend_validation_interval == 300.0
+    monkeypatch.setenv("MANAGED_SECRETS_BACKEND_VALIDATION_INTERVAL", "60")
+    assert OperatorConfig.from_env().backend_validation_interval == 60.0
+    args = cli._parser().parse_args(["run", "--backend-validation-interval", "0"])
+    assert cli._config(args).backend_validation_interval == 0.0

@@ -66,6 +66,7 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
         rt = build_runtime(config)
         holder["runtime"] = rt
         await rt.controller.start()
+        await rt.backend_status.start()
         rt.secret_watch.start()
 
     @kopf.on.login(registry=registry)
@@ -106,11 +107,15 @@ def build_registry(config: OperatorConfig, holder: dict[str, Runtime]) -> kopf.O
             meta = body.get("metadata", {})
             namespace = meta.get("namespace") if kind is BackendKind.SECRET_BACKEND else None
             rt = runtime()
+            changed = True
             if type == "DELETED":
                 rt.cluster.forget_backend(kind, meta.get("name", ""), namespace)
+                rt.backend_status.forget(kind, meta.get("name", ""), namespace)
             else:
-                rt.cluster.remember_backend({**_plain(body), "kind": kind.value})
-            if type is not None:  # not the initial listing: something changed now
+                plain = {**_plain(body), "kind": kind.value}
+                rt.cluster.remember_backend(plain)
+                changed = rt.backend_status.observe(kind, plain)  # False: our status write's echo
+            if type is not None and changed:  # not the initial listing: something changed now
                 rt.controller.backend_changed(kind, meta.get("name", ""), namespace)
 
         return handler

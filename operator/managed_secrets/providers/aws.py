@@ -121,6 +121,9 @@ _AUTH_CODES = frozenset(
         "KMSNotFoundException",
     }
 )
+#: Answers AWS gives only after it verified the request's signature: the identity is known, it may just not
+#: make that call (a reader rarely may list).
+_AUTHENTICATED_DENIALS = frozenset({"AccessDenied", "AccessDeniedException"})
 _NOT_FOUND_CODES = frozenset({"ResourceNotFoundException", "ParameterNotFound"})
 _VERSION_NOT_FOUND_CODES = frozenset({"ParameterVersionNotFound", "ParameterVersionLabelLimitExceeded"})
 _INVALID_CODES = frozenset(
@@ -464,6 +467,25 @@ class _AWSProvider:
             self._forget_client()
             return read(self._get_client())
 
+    #: The cheapest authenticated call of the service (one result at most; names, never values).
+    validate_call: tuple[str, dict[str, Any]]
+
+    def validate(self) -> None:
+        operation, params = self.validate_call
+
+        def probe(client: Any) -> bytes:
+            try:
+                getattr(client, operation)(**params)
+            except botocore.exceptions.ClientError as error:
+                # Not _error_code: an unparsed 403 (a proxy's page) proves nothing.
+                if str(error.response.get("Error", {}).get("Code")) not in _AUTHENTICATED_DENIALS:
+                    raise
+            return b""
+
+        self._with_retry_on_auth(
+            lambda client: self._translator.call(lambda: probe(client), f"validate ({operation})")
+        )
+
     def close(self) -> None:
         self._forget_client()
 
@@ -471,6 +493,7 @@ class _AWSProvider:
 class SecretsManagerProvider(_AWSProvider):
     service_name = "secretsmanager"
     max_batch = SECRETS_MANAGER_MAX_BATCH
+    validate_call = ("list_secrets", {"MaxResults": 1})
 
     def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
         """A secret name, or a well-formed ARN (matched by scoping as the ARN, not as the name in it:
@@ -598,6 +621,7 @@ def _secret_bytes(response: Mapping[str, Any], ref: RemoteKey, label: str) -> by
 class ParameterStoreProvider(_AWSProvider):
     service_name = "ssm"
     max_batch = PARAMETER_STORE_MAX_BATCH
+    validate_call = ("describe_parameters", {"MaxResults": 1})
 
     def _name(self, ref: RemoteKey) -> str:
         if ref.version is None:

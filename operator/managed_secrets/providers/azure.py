@@ -117,6 +117,10 @@ def _inner_error_code(error: HttpResponseError) -> str:
     return str(inner.get("code", "")) if isinstance(inner, dict) else ""
 
 
+#: Inner error codes of a Key Vault 403 that refuse the network, not the identity.
+_NETWORK_REFUSALS = frozenset({"ForbiddenByFirewall", "ForbiddenByConnection"})
+
+
 class _Translator:
     """azure-core exceptions -> domain errors; server messages are never copied into ours."""
 
@@ -367,6 +371,29 @@ class AzureKeyVaultProvider:
         if secret.value is None:
             raise RemoteKeyNotFound(f"{self._label}: read {ref}: the secret holds no value")
         return secret.value.encode()
+
+    def validate(self) -> None:
+        """Fetch the first page (one item) of the secrets' properties: names and dates, never values."""
+        try:
+            self._list_one()
+        except AuthFailed:
+            if self._config.auth_secret_ref is None or self._context.options.get("azure_credential"):
+                raise
+            self._forget_client()  # the client secret may have been rotated in its Secret
+            self._list_one()
+
+    def _list_one(self) -> None:
+        client = self._get_client()
+
+        def probe() -> None:
+            try:
+                next(client.list_properties_of_secrets(max_page_size=1).by_page(), None)
+            except HttpResponseError as error:
+                # A 403 comes after the token was accepted; a firewall's 403 means nothing works.
+                if error.status_code != 403 or _inner_error_code(error) in _NETWORK_REFUSALS:
+                    raise
+
+        self._translator.call(probe, "validate (list secret properties)")
 
     def _raise_missing_version(self, client: SecretClient, ref: RemoteKey, name: str) -> None:
         try:

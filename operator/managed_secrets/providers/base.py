@@ -216,6 +216,26 @@ class SecretProvider(Protocol):
 
 
 @runtime_checkable
+class ValidatingProvider(SecretProvider, Protocol):
+    """A provider that proves its credentials work with one cheap call (every built-in provider is one).
+
+    Used for the Ready condition of SecretBackends and ClusterSecretBackends (runtime/backend_status.py),
+    like External Secrets Operator's store validation. Optional, so that plugins written before it keep
+    working: the backend of a provider without ``validate`` reports Ready=Unknown (NotValidated).
+    """
+
+    def validate(self) -> None:
+        """Log in if needed and make the cheapest call the store authenticates; read no secret value.
+
+        Raises what ``fetch`` raises for the same failures: AuthFailed for refused credentials,
+        BackendUnavailable for a store that cannot be reached, InvalidBackend for a configuration the
+        store refuses. An identity that is authenticated but may not make the call (AWS AccessDenied, GCP
+        PermissionDenied, Key Vault 403 on a list) counts as proven: reads need other permissions.
+        """
+        ...
+
+
+@runtime_checkable
 class BatchingProvider(SecretProvider, Protocol):
     """A provider whose API reads several keys in one call (AWS BatchGetSecretValue)."""
 

@@ -349,6 +349,30 @@ class GCPProvider:
             raise BackendUnavailable(f"{self._label}: read {ref}: payload checksum mismatch")
         return data
 
+    def validate(self) -> None:
+        """List at most one secret of the project (names only; the pager's first page is the one call)."""
+        try:
+            self._list_one()
+        except AuthFailed:
+            if self._config.auth is None:
+                raise
+            self._forget_client()  # the key in its Secret may have been replaced
+            self._list_one()
+
+    def _list_one(self) -> None:
+        client = self._get_client()
+        parent = f"projects/{self._config.project_id}"
+
+        def probe() -> None:
+            try:
+                client.list_secrets(
+                    request={"parent": parent, "page_size": 1}, retry=self._retry, timeout=self._timeout
+                )
+            except gexc.PermissionDenied:
+                return  # authenticated: the identity may read without being allowed to list
+
+        self._translator.call(probe, "validate (list secrets)")
+
     def _raise_missing_version(self, client: SecretManagerServiceClient, secret: str, ref: RemoteKey) -> None:
         """The secret exists but not that version: a VersionNotFound, not a RemoteKeyNotFound."""
         try:

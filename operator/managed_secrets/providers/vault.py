@@ -264,15 +264,32 @@ class VaultProvider:
         try:
             return self._read(ref)
         except AuthFailed:
-            if self._config.auth.token is not None:
-                # A static token may have been replaced in its Secret: read it again once.
-                with self._lock:
-                    self._client.token = None
-            else:
-                with self._lock:
-                    self._login()
+            # A static token may have been replaced in its Secret, a login token revoked: once more.
+            self._forget_token()
             self._ensure_token()
             return self._read(ref)
+
+    def validate(self) -> None:
+        """Log in (or read the static token) and look the token up: Vault's default policy grants
+        lookup-self to every token, so this proves the credentials without touching a secret."""
+        try:
+            self._lookup_self()
+        except AuthFailed:
+            self._forget_token()
+            self._lookup_self()
+
+    def _lookup_self(self) -> None:
+        self._ensure_token()
+        # The answer holds the token itself: it is dropped here, never logged or returned.
+        self._call(self._client.auth.token.lookup_self, "token lookup")
+
+    def _forget_token(self) -> None:
+        """After a refusal: the next call reads the static token again, or logs in again."""
+        with self._lock:
+            if self._config.auth.token is not None:
+                self._client.token = None
+            else:
+                self._login()
 
     def _version(self, ref: RemoteKey) -> int | None:
         """The pinned KV v2 version of ``ref`` (None: the latest); VersionNotFound when it cannot be one."""

@@ -21,6 +21,7 @@ from managed_secrets.core.reads import ReadCache
 from managed_secrets.core.reconcile import Reconciler, render_owner
 from managed_secrets.core.render import RenderLimits
 from managed_secrets.errors import SyncError
+from managed_secrets.kube.backend_status import KubeBackendStatus
 from managed_secrets.kube.cluster import KubeCluster
 from managed_secrets.kube.secretwatch import SecretChange, SecretWatch
 from managed_secrets.kube.workloads import KubeWorkloads
@@ -32,6 +33,7 @@ from managed_secrets.providers.guard import (
     token_claims,
 )
 from managed_secrets.providers.registry import ProviderRegistry
+from managed_secrets.runtime.backend_status import BackendStatusReporter, BackendStatusSettings
 from managed_secrets.runtime.controller import Controller, ControllerSettings
 from managed_secrets.runtime.render_pool import RenderPool
 from managed_secrets.runtime.rollouts import Rollouts, ensure_hmac_key
@@ -144,10 +146,13 @@ class Runtime:
     #: Started and stopped with the controller (handlers/operator.py).
     secret_watch: SecretWatch
     renderer: RenderPool
+    #: The Ready condition of the backends (started and stopped with the controller).
+    backend_status: BackendStatusReporter
 
     async def stop(self) -> None:
         """Stop within a bound: reconciles in flight get the controller's grace, then renders are killed."""
         await asyncio.to_thread(self.secret_watch.stop)
+        await self.backend_status.stop()
         await self.controller.stop()
         self.renderer.close()
         self.close()
@@ -222,6 +227,24 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
     secret_watch = SecretWatch(
         make_api_client(config), cluster.own_writes, secret_changed, namespaces=config.namespaces
     )
+    backend_status = BackendStatusReporter(
+        providers,
+        KubeBackendStatus(api),
+        BackendStatusSettings(
+            interval=config.backend_validation_interval,
+            backoff_base=config.backoff_base,
+            backoff_max=config.backoff_max,
+        ),
+    )
     return Runtime(
-        config, cluster, providers, reads, reconciler, controller, rollouts, secret_watch, renderer
+        config,
+        cluster,
+        providers,
+        reads,
+        reconciler,
+        controller,
+        rollouts,
+        secret_watch,
+        renderer,
+        backend_status,
     )

@@ -35,7 +35,7 @@ from managed_secrets.errors import (
     SyncError,
     VersionNotFound,
 )
-from managed_secrets.providers.base import RemoteKey, SecretProvider
+from managed_secrets.providers.base import RemoteKey, SecretProvider, ValidatingProvider
 from managed_secrets.providers.memory import MemoryStore, encode_value
 from managed_secrets.testing.leaks import assert_absent
 
@@ -230,6 +230,28 @@ class ProviderContract:
             self.fetch(bad_credentials_provider, key)
         assert caught.value.reason == "AuthFailed"
         assert "value-behind-auth" not in exception_texts(caught.value)
+
+    def test_validate(
+        self, remote: Remote, provider: SecretProvider, bad_credentials_provider: SecretProvider, key: str
+    ) -> None:
+        """The backend's Ready check: working credentials pass, refused ones are AuthFailed, an outage
+        BackendUnavailable; and it reads no value (a canary in the store never shows)."""
+        assert isinstance(provider, ValidatingProvider)
+        assert isinstance(bad_credentials_provider, ValidatingProvider)
+        canary = f"canary-{uuid.uuid4().hex}"
+        remote.put(key, canary)
+        provider.validate()
+        with pytest.raises(AuthFailed) as refused:
+            bad_credentials_provider.validate()
+        remote.stop_server()
+        try:
+            with pytest.raises(BackendUnavailable) as down:
+                provider.validate()
+        finally:
+            remote.start_server()
+        provider.validate()
+        for error in (refused.value, down.value):
+            assert_absent(canary, exception_texts(error), f"{type(error).__name__} text")
 
     def test_server_down_then_back(self, remote: Remote, provider: SecretProvider, key: str) -> None:
         remote.put(key, "before-outage")
