@@ -38,6 +38,7 @@ def rollout_status(
     typed = status_model.rollout_status(status_model.parse_status(status), outcomes, recorded, now)
     return status_model.status_dict(typed)
 
+
 KEY = b"k" * 32
 NS = "ns"
 DEPLOYMENT = RolloutKind.DEPLOYMENT

@@ -12,9 +12,9 @@ import pytest
 
 from managed_secrets import errors
 from managed_secrets.api import RESTARTED_FOR_ANNOTATION
+from managed_secrets.core import status as status_model
 from managed_secrets.core.ports import SecretObject
 from managed_secrets.core.reconcile import SyncResult, WriteAction
-from managed_secrets.core import status as status_model
 from managed_secrets.core.restarts import (
     RolloutFailed,
     RolloutReport,

@@ -47,8 +47,9 @@ MAX_MESSAGE = 32768
 def parse_status(raw: object) -> ManagedSecretStatus:
     """The status of a ManagedSecret as read from the API server.
 
-    Lenient: a field (or one condition, one restart) that does not fit the model, e.g. edited by hand, is
-    left out, so the next write replaces it with a valid one instead of the object failing for good.
+    Lenient: a field (or one condition, one restart) that does not fit the model, e.g. written before the
+    status had a schema, is left out, so the object keeps working instead of failing for good; each field a
+    later write changes is written valid again.
     """
     if not isinstance(raw, Mapping):
         return ManagedSecretStatus()

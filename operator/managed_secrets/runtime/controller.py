@@ -122,6 +122,8 @@ class _State:
     trigger: tuple[int, str | None]
     generation: int
     failures: int = 0
+    #: A run of it is in a worker (the queue's view, kept here for whoever inspects a state).
+    running: bool = False
     force: bool = False
     deleting: bool = False
     backend: tuple[BackendKind, str | None, str] | None = None
@@ -349,6 +351,7 @@ class Controller:
             job = functools.partial(self._record_rollouts, state, reports)
         else:
             return  # a sync that ran meanwhile recorded them
+        state.running = True
         try:
             delay = await asyncio.wrap_future(self._threads.submit(job))
         except Exception as error:
@@ -356,6 +359,7 @@ class Controller:
             log.error("%s: reconcile crashed (%s); retrying later", state.ref, type(error).__name__)  # noqa: TRY400
             delay = self._backoff(state)
         finally:
+            state.running = False
             state.reports[:0] = reports  # emptied by the run once written
         if key in self._states and delay is not None:
             self._queue.add_after(key, delay)

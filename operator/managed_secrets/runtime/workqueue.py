@@ -134,18 +134,22 @@ class WorkQueue(Generic[K]):
         self._timer_wakeup.set()
 
     def due(self, key: K) -> float | None:
-        """When its timer fires (on ``clock``); None without one."""
+        """When its timer fires (on ``clock``); None without one. One dict lookup: a worker thread may ask."""
         return self._due.get(key)
 
     def release_due(self) -> float | None:
         """Add the objects whose timers are due; returns the seconds until the next timer (None: none)."""
         now = self._clock()
-        while self._timers and self._timers[0][0] <= now:
-            due, _, key = heapq.heappop(self._timers)
-            if self._due.get(key) == due:  # else a later add_after replaced this timer
+        while self._timers:
+            due, _, key = self._timers[0]
+            current = self._due.get(key) == due  # else replaced by a later add_after, or forgotten
+            if current and due > now:
+                return due - now
+            heapq.heappop(self._timers)
+            if current:
                 del self._due[key]
                 self.add(key)
-        return self._timers[0][0] - now if self._timers else None
+        return None
 
     # -- waiting on the event loop -------------------------------------------------------------------------
 
