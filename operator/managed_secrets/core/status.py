@@ -89,6 +89,8 @@ def status_dict(status: ManagedSecretStatus) -> dict[str, Any]:
 def status_patch(current: ManagedSecretStatus, new: ManagedSecretStatus) -> dict[str, Any] | None:
     """A merge patch turning ``current`` into ``new`` (fields that vanished set to null); None when nothing
     a person would read changed, so nothing is written."""
+    if current == new:  # the common case (a refresh that found nothing new), without serialising
+        return None
     before, after = status_dict(current), status_dict(new)
     if before == after:
         return None
