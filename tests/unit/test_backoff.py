@@ -12,9 +12,13 @@ import pytest
 from managed_secrets.core.reconcile import SyncResult, WriteAction
 from managed_secrets.errors import BackendUnavailable, PropertyNotFound
 from managed_secrets.models.managedsecret import ManagedSecret, ManagedSecretRef
-from managed_secrets.runtime.controller import Controller, ControllerSettings, backoff_delay
+from managed_secrets.runtime.controller import Controller, ControllerSettings
 
 PRODUCTION = ControllerSettings(backoff_base=5.0, backoff_max=300.0)
+
+
+def backoff_delay(settings: ControllerSettings, failures: int, interval: float = 0.0) -> float:
+    return settings.backoff.delay(failures, interval)
 
 
 @pytest.fixture(autouse=True)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from managed_secrets.api import RESTARTED_FOR_ANNOTATION
+from managed_secrets.core import status as status_model
 from managed_secrets.core.ports import SecretObject
-from managed_secrets.core.rollout import (
-    DATA_HASH,
+from managed_secrets.core.restarts import (
     MAX_RESTARTS,
     Decision,
     Outcome,
@@ -21,11 +22,22 @@ from managed_secrets.core.rollout import (
     decide,
     is_managed,
     restart_key,
-    rollout_status,
     secrets_used,
     select_workloads,
 )
 from managed_secrets.models.managedsecret import Rollout, RolloutKind, RolloutTarget
+
+#: The status field, as a person reads it.
+DATA_HASH = "dataHash"
+
+
+def rollout_status(
+    status: Mapping[str, Any], outcomes: Sequence[Outcome], recorded: str | None, now: str
+) -> dict[str, Any]:
+    """core.status.rollout_status on the status as written (these cases compare what a person reads)."""
+    typed = status_model.rollout_status(status_model.parse_status(status), outcomes, recorded, now)
+    return status_model.status_dict(typed)
+
 
 KEY = b"k" * 32
 NS = "ns"
@@ -230,7 +242,13 @@ def condition(status: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_restarted_status_keeps_other_conditions_and_the_last_five_restarts() -> None:
-    ready = {"type": "Ready", "status": "True", "reason": "Synced"}
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Synced",
+        "message": "Secret app is in sync (1 keys)",
+        "lastTransitionTime": "t",
+    }
     status: dict[str, Any] = {"conditions": [ready], DATA_HASH: "old"}
     for i in range(7):
         status = rollout_status(status, [Outcome(ref(f"w{i}"), RestartResult.RESTARTED)], f"h{i}", f"t{i}")

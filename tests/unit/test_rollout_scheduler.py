@@ -12,20 +12,23 @@ import pytest
 
 from managed_secrets import errors
 from managed_secrets.api import RESTARTED_FOR_ANNOTATION
+from managed_secrets.core import status as status_model
 from managed_secrets.core.ports import SecretObject
 from managed_secrets.core.reconcile import SyncResult, WriteAction
-from managed_secrets.core.rollout import (
-    DATA_HASH,
+from managed_secrets.core.restarts import (
     RolloutFailed,
+    RolloutReport,
     Workload,
     WorkloadNotFound,
     WorkloadRef,
     data_hash,
 )
-from managed_secrets.models.managedsecret import ManagedSecret, ManagedSecretRef, RolloutKind
-from managed_secrets.runtime.rollouts import Rollouts, ensure_hmac_key
+from managed_secrets.models.managedsecret import ManagedSecret, RolloutKind
+from managed_secrets.runtime.rollout_stage import RolloutStage, ensure_hmac_key
 
 NS = "ns"
+#: The status field, as a person reads it.
+DATA_HASH = "dataHash"
 KEY = b"unit-test-key" * 3
 MANAGED = {"managedsecrets.io/managed": "true"}
 
@@ -117,15 +120,17 @@ class FakeEvents:
 
 
 class FakeStatus:
+    """The controller's part: records each rollout report in the object's status, as written."""
+
     def __init__(self) -> None:
         self.status: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
 
-    def amend_status(
-        self, ref: ManagedSecretRef, change: Callable[[Mapping[str, Any]], Mapping[str, Any]]
-    ) -> None:
+    def rollout_finished(self, report: RolloutReport) -> None:
         with self.lock:
-            self.status[ref.name] = dict(change(self.status.get(ref.name, {})))
+            current = status_model.parse_status(self.status.get(report.ms.name, {}))
+            new = status_model.after_rollouts(current, [report])
+            self.status[report.ms.name] = status_model.status_dict(new)
 
 
 class Harness:
@@ -134,10 +139,15 @@ class Harness:
         self.secrets = FakeSecrets()
         self.events = FakeEvents()
         self.status = FakeStatus()
-        self.rollouts = Rollouts(
-            self.workloads, self.secrets, self.events, lambda: KEY, loop=loop, retry_base=0.05
+        self.rollouts = RolloutStage(
+            self.workloads,
+            self.secrets,
+            self.events,
+            lambda: KEY,
+            loop=loop,
+            report=self.status.rollout_finished,
+            retry_base=0.05,
         )
-        self.rollouts.attach(self.status)
 
     def ms(self, name: str, secret: str, rollout: dict[str, Any] | None = None) -> ManagedSecret:
         spec: dict[str, Any] = {
@@ -159,7 +169,8 @@ class Harness:
         )
         with self.status.lock:
             current = dict(self.status.status.get(ms.ref.name, {}))
-        extra = self.rollouts.on_synced(ms, result, current)
+        recorded = self.rollouts.after_sync(ms, result, current.get(DATA_HASH))
+        extra = {DATA_HASH: recorded} if recorded else {}
         with self.status.lock:
             self.status.status[ms.ref.name] = {**current, **extra}
         return extra

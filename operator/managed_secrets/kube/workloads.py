@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from managed_secrets.api import RESTARTED_FOR_ANNOTATION
-from managed_secrets.core.rollout import (
+from managed_secrets.core.restarts import (
     ARGO_GROUP,
     ARGO_VERSION,
     DISCOVERED_KINDS,
@@ -56,7 +56,7 @@ def _translate(error: ApiException, what: str) -> RolloutError:
 
 
 class KubeWorkloads:
-    """Implements ``runtime.rollouts.WorkloadAPI``."""
+    """Implements ``runtime.rollout_stage.WorkloadAPI``."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self._apps = client.AppsV1Api(api_client)

@@ -1,29 +1,30 @@
-"""Work queue for ManagedSecrets: every trigger (watch event, refresh timer, backend change, retry)
-becomes one entry per object, deduplicated, and one reconcile at a time per object.
+"""The controller: runs ManagedSecrets through the work queue, and is the one writer of their status.
 
-Watch events only decide *whether* to reconcile: a new generation or a new force-sync token does; the
-echo of our own status write does not. Blocking work (SDKs, the Kubernetes client) runs in a thread pool
-sized with the workers, so the event loop stays free.
+Every trigger (watch event, refresh timer, backend change, retry) becomes an entry of the work queue
+(runtime/workqueue.py: deduplicated, one run at a time per object, fair across namespaces). Watch events
+only decide *whether* to reconcile: a new generation or a new force-sync token does; the echo of our own
+status write does not. Blocking work (SDKs, the Kubernetes client) runs in a thread pool sized with the
+workers, so the event loop stays free.
 
-Fairness and liveness: the queue takes namespaces in turn and lets one namespace hold at most
-``workers_per_namespace`` workers (runtime/fairqueue.py), so one tenant's slow or hostile objects cannot
-starve the others. The controller notes when reconciles finish; ``liveness`` reports it stalled when
-work has waited or run for ``stall_timeout`` without any reconcile finishing (the liveness probe then
-fails and the pod is restarted). ``stop`` waits at most ``stop_grace`` for reconciles in flight: the
-worker threads are daemons, so a stuck one cannot keep the process from exiting.
+One run: sync, then the rollout stage (runtime/rollout_stage.py) decides whether the new data calls for
+restarts and schedules them; the status is computed (core/status.py) and written once, only if it
+changed. A rollout ends later, in a thread of its own: its report comes back through the queue as a
+run of that object that records it (``sync=False``), so no two writers ever race on one status.
+
+Liveness: ``liveness`` reports the controller stalled when work has waited or run for ``stall_timeout``
+without any run finishing (the liveness probe then fails and the pod is restarted). ``stop`` waits at most
+``stop_grace`` for runs in flight: the worker threads are daemons, so a stuck one cannot keep the process
+from exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
+import functools
 import itertools
 import logging
-import random
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,7 +35,6 @@ from managed_secrets.api import (
     FINALIZER,
     FORCE_SYNC_ANNOTATION,
     MANAGED_SECRET_KIND,
-    READY_CONDITION,
 )
 from managed_secrets.core import status as status_model
 from managed_secrets.core.reconcile import (
@@ -43,18 +43,19 @@ from managed_secrets.core.reconcile import (
     WriteAction,
     needs_finalizer,
 )
+from managed_secrets.core.restarts import RolloutReport
 from managed_secrets.errors import InvalidSpec, Reason, SyncError
 from managed_secrets.memory import release_free_memory
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecret, ManagedSecretRef
 from managed_secrets.models.parse import parse_managed_secret
+from managed_secrets.models.status import ManagedSecretStatus
 from managed_secrets.runtime.drift import DriftLimiter
-from managed_secrets.runtime.fairqueue import FairQueue
 from managed_secrets.runtime.threads import DaemonThreadPool
+from managed_secrets.runtime.workqueue import Backoff, Work, WorkQueue, jittered
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-#: Only on ManagedSecrets whose deletion needs work the garbage collector cannot do (see needs_finalizer).
 
 
 class StatusWriter(Protocol):
@@ -65,6 +66,15 @@ class StatusWriter(Protocol):
     ) -> None: ...
 
     def set_finalizers(self, ref: ManagedSecretRef, finalizers: list[str], resource_version: str) -> None: ...
+
+
+class AfterSync(Protocol):
+    """The stage after a successful sync (runtime/rollout_stage.py): given the status's dataHash, whether
+    the data calls for a rollout; returns the hash to record with the sync, if any."""
+
+    def after_sync(
+        self, ms: ManagedSecret, result: SyncResult, recorded: str | None, generation: int | None = None
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,10 @@ class ControllerSettings:
         share = self.workers_per_namespace or max(1, self.workers // 2)
         return max(1, min(share, self.workers))
 
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.backoff_base, self.backoff_max)
+
 
 @dataclass(frozen=True)
 class Liveness:
@@ -103,14 +117,13 @@ class Liveness:
 class _State:
     ref: ManagedSecretRef
     body: Mapping[str, Any]
-    status: Mapping[str, Any]
+    #: As last read or written: the base of the next status computed.
+    status: ManagedSecretStatus
     trigger: tuple[int, str | None]
     generation: int
-    due: float = 0.0
     failures: int = 0
-    queued: bool = False
+    #: A run of it is in a worker (the queue's view, kept here for whoever inspects a state).
     running: bool = False
-    rerun: bool = False
     force: bool = False
     deleting: bool = False
     backend: tuple[BackendKind, str | None, str] | None = None
@@ -119,11 +132,8 @@ class _State:
     last_refresh: float | None = None
     #: When its last failure was reported (same clock): a retry needs values read after it.
     last_failure: float | None = None
-
-
-#: Called after each successful sync, before its status is written, with the status as it was; returns
-#: status fields to set along with it (empty: none).
-SyncHook = Callable[[ManagedSecret, SyncResult, Mapping[str, Any]], Mapping[str, Any]]
+    #: Rollouts that ended and are not yet in its status (added in the event loop, taken by its next run).
+    reports: list[RolloutReport] = field(default_factory=list)
 
 
 class Controller:
@@ -133,43 +143,42 @@ class Controller:
         writer: StatusWriter,
         settings: ControllerSettings | None = None,
         *,
-        on_synced: SyncHook | None = None,
+        rollouts: AfterSync | None = None,
         on_deleted: Callable[[ManagedSecretRef], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._reconciler = reconciler
         self._writer = writer
         self._settings = settings or ControllerSettings()
-        self._on_synced = on_synced
+        self._backoff_policy = self._settings.backoff
+        self._rollouts = rollouts
         #: Called when an object is deleted or its deletion starts: work in flight for it may stop.
         self._on_deleted = on_deleted
         self._clock = clock
         self._states: dict[Key, _State] = {}
-        self._queue: FairQueue[Key] = FairQueue(lambda key: key[0], self._settings.namespace_share)
-        self._idle_workers: deque[asyncio.Future[None]] = deque()
-        self._timers: list[tuple[float, int, Key]] = []
-        self._timer_seq = itertools.count()
-        self._timer_wakeup = asyncio.Event()
+        self._queue: WorkQueue[Key] = WorkQueue(
+            lambda key: key[0], self._settings.namespace_share, clock=clock
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._threads = DaemonThreadPool(self._settings.workers, "reconcile")
+        #: Set by ``start``: rollout reports reach the queue through it.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.reconciles = 0
-        self._amend_lock = threading.Lock()
         self._drift = DriftLimiter(
             base=self._settings.drift_repair_base, cap=self._settings.drift_repair_max, clock=clock
         )
         #: Objects whose next reconcile is a drift repair (added in the event loop, taken by a worker).
         self._drift_pending: set[Key] = set()
-        #: When a reconcile last finished, or work arrived after the queue was empty.
-        self._progress_at = clock()
         self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"worker-{i}") for i in range(self._settings.workers)
         ]
-        self._tasks.append(asyncio.create_task(self._timer_loop(), name="refresh-timers"))
+        self._tasks.append(asyncio.create_task(self._queue.run_timers(), name="refresh-timers"))
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="gauges"))
 
     async def stop(self) -> None:
@@ -192,8 +201,8 @@ class Controller:
 
     def liveness(self) -> Liveness:
         """Stalled: work waiting or running, and no reconcile finished for ``stall_timeout``."""
-        queued, running = len(self._queue), self._queue.taken
-        idle = self._clock() - self._progress_at
+        queued, running = len(self._queue), self._queue.running
+        idle = self._clock() - self._queue.progress_at
         details = {"queued": queued, "running": running, "secondsSinceProgress": round(idle, 1)}
         if (queued or running) and idle > self._settings.stall_timeout:
             return Liveness(
@@ -218,7 +227,7 @@ class Controller:
             state = _State(
                 ref=ManagedSecretRef(namespace=key[0], name=key[1], uid=meta.get("uid", "")),
                 body=body,
-                status=dict(body.get("status") or {}),
+                status=status_model.parse_status(body.get("status")),
                 trigger=trigger,
                 generation=generation,
             )
@@ -228,9 +237,9 @@ class Controller:
                 self._enqueue(key)
             return
         state.body = body
-        state.status = dict(body.get("status") or {})
+        state.status = status_model.parse_status(body.get("status"))
         was_deleting, state.deleting = state.deleting, bool(meta.get("deletionTimestamp"))
-        if state.deleting and not was_deleting and state.running and self._on_deleted is not None:
+        if state.deleting and not was_deleting and self._queue.is_running(key) and self._on_deleted:
             self._on_deleted(state.ref)
         if state.deleting:
             if FINALIZER in _finalizers(body):
@@ -245,8 +254,9 @@ class Controller:
 
     def forget(self, namespace: str, name: str) -> None:
         state = self._states.pop((namespace, name), None)
-        if state is not None and state.running and self._on_deleted is not None:
+        if state is not None and self._queue.is_running((namespace, name)) and self._on_deleted is not None:
             self._on_deleted(state.ref)
+        self._queue.forget((namespace, name))
         self._drift.forget((namespace, name))
         self._drift_pending.discard((namespace, name))
 
@@ -283,101 +293,89 @@ class Controller:
 
     def work_in(self, namespace: str) -> tuple[int, int]:
         """(waiting, running) reconciles of one namespace."""
-        return self._queue.waiting_in(namespace), self._queue.taken_in(namespace)
+        return self._queue.waiting_in(namespace), self._queue.running_in(namespace)
 
     def state_of(self, namespace: str, name: str) -> _State | None:
         return self._states.get((namespace, name))
 
-    # -- queue and timers --------------------------------------------------------------------------------
+    def due_of(self, namespace: str, name: str) -> float | None:
+        """When the object's next timed run (refresh or retry) is due, on the controller's clock."""
+        return self._queue.due((namespace, name))
+
+    def rollout_finished(self, report: RolloutReport) -> None:
+        """A rollout of one ManagedSecret ended (from a rollout thread): its next run records it."""
+        loop = self._loop
+        if loop is None:
+            return  # not started: nothing to record into; the rollout is due again at the next sync
+        with contextlib.suppress(RuntimeError):  # the loop is closing: likewise
+            loop.call_soon_threadsafe(self._rollout_ended, report)
+
+    def _rollout_ended(self, report: RolloutReport) -> None:
+        key: Key = (report.ms.namespace, report.ms.name)
+        state = self._states.get(key)
+        if state is None or state.ref.uid != report.ms.uid or state.deleting:
+            return  # another incarnation of the name, or going away: nothing to record
+        state.reports.append(report)
+        self._queue.add(key, sync=False)
+
+    # -- the queue's workers (event loop) ----------------------------------------------------------------
 
     def _enqueue(self, key: Key) -> None:
-        state = self._states.get(key)
-        if state is None:
-            return
-        if state.running:
-            state.rerun = True
-        elif not state.queued:
-            state.queued = True
-            if not len(self._queue) and not self._queue.taken:
-                self._progress_at = self._clock()  # a stall counts from when work arrives
-            self._queue.put(key)
-            self._wake_worker()
-
-    def _wake_worker(self) -> None:
-        while self._idle_workers:
-            waiter = self._idle_workers.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _schedule(self, key: Key, delay: float) -> None:
-        state = self._states.get(key)
-        if state is None:
-            return
-        state.due = self._clock() + delay
-        heapq.heappush(self._timers, (state.due, next(self._timer_seq), key))
-        self._timer_wakeup.set()
-
-    async def _timer_loop(self) -> None:
-        while True:
-            now = self._clock()
-            while self._timers and self._timers[0][0] <= now:
-                due, _, key = heapq.heappop(self._timers)
-                state = self._states.get(key)
-                if state is not None and state.due == due:  # a later schedule replaced this one
-                    self._enqueue(key)
-            timeout = self._timers[0][0] - now if self._timers else None
-            self._timer_wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wakeup.wait(), timeout)
+        if key in self._states:
+            self._queue.add(key)
 
     async def _worker(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            while (key := self._queue.get()) is None:
-                waiter: asyncio.Future[None] = loop.create_future()
-                self._idle_workers.append(waiter)
-                await waiter
+            work = await self._queue.take()
             try:
-                await self._process(key)
+                await self._process(work)
             finally:
-                self._queue.done(key)
-                self._wake_worker()  # its namespace may have room again
+                self._queue.done(work.key)
 
-    async def _process(self, key: Key) -> None:
+    async def _process(self, work: Work[Key]) -> None:
+        key = work.key
         state = self._states.get(key)
         if state is None:
             return
-        state.queued = False
         if state.deleting and FINALIZER not in _finalizers(state.body):
             return
+        # Taken here, in the event loop that adds them; what the run did not write goes back.
+        reports, state.reports = state.reports, []
+        job: Callable[[], float | None]
+        if state.deleting:
+            job = functools.partial(self._cleanup, state)
+        elif work.sync:
+            force, state.force = state.force, False
+            job = functools.partial(self._reconcile, state, force, reports)
+        elif reports:
+            job = functools.partial(self._record_rollouts, state, reports)
+        else:
+            return  # a sync that ran meanwhile recorded them
         state.running = True
-        force, state.force = state.force, False
-        work = self._cleanup if state.deleting else self._reconcile
         try:
-            delay = await asyncio.wrap_future(self._threads.submit(work, state, force))
+            delay = await asyncio.wrap_future(self._threads.submit(job))
         except Exception as error:
             # The kind only: a foreign exception's text or traceback locals could hold a value.
             log.error("%s: reconcile crashed (%s); retrying later", state.ref, type(error).__name__)  # noqa: TRY400
             delay = self._backoff(state)
         finally:
             state.running = False
-            self._progress_at = self._clock()
-        if key not in self._states:
-            return
-        if state.rerun:
-            state.rerun = False
-            self._enqueue(key)
-        elif delay is not None:
-            self._schedule(key, delay)
+            state.reports[:0] = reports  # emptied by the run once written
+        if key in self._states and delay is not None:
+            self._queue.add_after(key, delay)
 
     # -- one reconcile (in a worker thread) --------------------------------------------------------------
 
-    def _reconcile(self, state: _State, force: bool) -> float | None:
-        """Sync one object, write status if it changed; returns the delay before the next run."""
+    def _reconcile(
+        self, state: _State, force: bool, reports: list[RolloutReport] | None = None
+    ) -> float | None:
+        """Sync one object, then the rollout stage; write status (with the rollouts that ended, ``reports``)
+        if it changed. Returns the delay before the next run (None: none)."""
         self.reconciles += 1
         started = time.perf_counter()
-        current = state.status
+        reports = reports if reports is not None else []
+        # What the rollouts that ended recorded comes first: the rollout stage decides on that dataHash.
+        current = status_model.after_rollouts(state.status, reports)
         generation = state.generation
         # A drift repair reads what the last sync read (the read cache, no store read while it is recent)
         # and leaves the refresh schedule as it is.
@@ -398,12 +396,12 @@ class Controller:
                 ms,
                 force=force,
                 last_refresh=None if drift else _latest(state.last_refresh, state.last_failure),
-                target_known_absent=state.last_refresh is None and not current.get("secretName"),
+                target_known_absent=state.last_refresh is None and not current.secret_name,
             )
         except SyncError as error:
             metrics.SYNCS.labels("error", error.reason.value).inc()
             _count_drift_repair(drift, "failed")
-            self._report_failure(state, current, generation, error)
+            self._report_failure(state, current, generation, error, reports)
             interval = ms.spec.refresh_interval.total_seconds() if ms is not None else 0
             if error.transient:
                 return self._backoff(state, interval)
@@ -414,7 +412,7 @@ class Controller:
             internal = SyncError(f"internal error ({type(error).__name__}); see the operator log")
             metrics.SYNCS.labels("error", Reason.INTERNAL_ERROR.value).inc()
             _count_drift_repair(drift, "failed")
-            self._report_failure(state, current, generation, internal)
+            self._report_failure(state, current, generation, internal, reports)
             return self._backoff(state, ms.spec.refresh_interval.total_seconds() if ms is not None else 0)
         finally:
             metrics.SYNC_SECONDS.observe(time.perf_counter() - started)
@@ -425,13 +423,7 @@ class Controller:
         refresh_in = self._mark_refreshed(state, drift=drift)
         was_ready = state.ready
         state.ready = True
-        new = status_model.success_status(current, generation, result)
-        if self._on_synced is not None:
-            try:
-                new = {**new, **self._on_synced(ms, result, current)}
-            except Exception as error:
-                log.error("%s: post-sync hook failed: %s", state.ref, type(error).__name__)  # noqa: TRY400
-        self._write_status(state, current, new)
+        self._write_status(state, self._after_sync(ms, result, current, generation), reports)
         # Events for what a person needs to see (a change, a recovery); a first creation shows in status.
         if drift:
             self._drift_repaired(state, result)
@@ -448,10 +440,23 @@ class Controller:
         interval = ms.spec.refresh_interval.total_seconds()
         return self._jittered(interval) if interval > 0 else None
 
+    def _after_sync(
+        self, ms: ManagedSecret, result: SyncResult, current: ManagedSecretStatus, generation: int
+    ) -> ManagedSecretStatus:
+        """The rollout stage, then the status after the sync (with the dataHash a first sync records)."""
+        record_hash = None
+        if self._rollouts is not None:
+            try:
+                record_hash = self._rollouts.after_sync(ms, result, current.data_hash, generation)
+            except Exception as error:  # no rollout this time; the sync itself succeeded
+                log.error("%s: rollout stage failed: %s", ms.ref, type(error).__name__)  # noqa: TRY400
+        return status_model.after_sync(current, generation, result, data_hash=record_hash)
+
     def _mark_refreshed(self, state: _State, *, drift: bool) -> float:
         """A drift repair before the object's next timer leaves that timer (and ``last_refresh``) as it
         was and returns the time left; any other successful run counts as the refresh (returns 0)."""
-        left = state.due - self._clock() if drift else 0.0
+        due = self._queue.due((state.ref.namespace, state.ref.name))
+        left = due - self._clock() if drift and due is not None else 0.0
         if left <= 0:
             state.last_refresh = self._clock()
         return max(left, 0.0)
@@ -482,7 +487,7 @@ class Controller:
         version = (state.body.get("metadata") or {}).get("resourceVersion", "")
         self._writer.set_finalizers(state.ref, wanted, version)
 
-    def _cleanup(self, state: _State, _force: bool) -> float | None:
+    def _cleanup(self, state: _State) -> float | None:
         """The ManagedSecret is being deleted and holds our finalizer: clean up, then release it."""
         try:
             self._reconciler.cleanup(parse_managed_secret(state.body))
@@ -503,7 +508,12 @@ class Controller:
         return None
 
     def _report_failure(
-        self, state: _State, current: Mapping[str, Any], generation: int, error: SyncError
+        self,
+        state: _State,
+        current: ManagedSecretStatus,
+        generation: int,
+        error: SyncError,
+        reports: list[RolloutReport],
     ) -> None:
         state.failures += 1
         state.last_failure = self._clock()
@@ -512,40 +522,28 @@ class Controller:
             # The failure is likely the stop's or the deletion's (a render cancelled): nothing to report.
             log.info("%s: not synced (%s) while stopping or deleting", state.ref, error.reason.value)
             return
-        previous_reason = next(
-            (c.get("reason") for c in current.get("conditions") or [] if c.get("type") == READY_CONDITION),
-            None,
-        )
+        previous_reason = status_model.ready_reason(current)
         state.ready = False
         log.warning("%s: not synced: %s: %s", state.ref, error.reason.value, error.message)
-        new = status_model.failure_status(current, generation, error)
-        self._write_status(state, current, new)
+        self._write_status(state, status_model.after_failure(current, generation, error), reports)
         if previous_reason != error.reason.value:
             self._event(state, "Warning", error.reason.value, error.message)
         if isinstance(error, InvalidSpec):
             state.backend = None
 
-    def amend_status(
-        self, ref: ManagedSecretRef, change: Callable[[Mapping[str, Any]], Mapping[str, Any]]
-    ) -> None:
-        """Status fields other parts of the runtime own (the rollout's), from any thread.
+    def _record_rollouts(self, state: _State, reports: list[RolloutReport]) -> None:
+        """A run without a sync: record the rollouts that ended. The refresh timer stays as it was."""
+        self._write_status(state, status_model.after_rollouts(state.status, reports), reports)
 
-        Rare (after a rollout), so one lock for all objects. A reconcile writing meanwhile only changes
-        its own fields (a merge patch of the difference), and the watch brings the cache back in step.
-        """
-        state = self._states.get((ref.namespace, ref.name))
-        if state is None:
-            return
-        with self._amend_lock:
-            current = state.status
-            self._write_status(state, current, change(current))
-
-    def _write_status(self, state: _State, current: Mapping[str, Any], new: Mapping[str, Any]) -> None:
-        if not status_model.changed(current, new):
-            return
-        self._writer.patch_status(state.ref, status_model.status_patch(current, new))
-        metrics.STATUS_WRITES.inc()
-        state.status = dict(new)
+    def _write_status(self, state: _State, new: ManagedSecretStatus, reports: list[RolloutReport]) -> None:
+        """The one status write: a merge patch of what changed, nothing when nothing did. ``reports`` are
+        in ``new``; emptied once it is written, so a failed write leaves them for the next run."""
+        patch = status_model.status_patch(state.status, new)
+        if patch is not None:
+            self._writer.patch_status(state.ref, patch)
+            metrics.STATUS_WRITES.inc()
+        state.status = new
+        reports.clear()
 
     def _event(self, state: _State, type_: str, reason: str, message: str) -> None:
         involved = {
@@ -558,11 +556,10 @@ class Controller:
         self._writer.post_event(involved, reason=reason, message=message, type_=type_)
 
     def _backoff(self, state: _State, interval: float = 0.0) -> float:
-        return backoff_delay(self._settings, state.failures, interval)
+        return self._backoff_policy.delay(state.failures, interval)
 
     def _jittered(self, interval: float) -> float:
-        spread = self._settings.refresh_jitter
-        return interval * random.uniform(1 - spread, 1 + spread)  # noqa: S311
+        return jittered(interval, self._settings.refresh_jitter)
 
     async def _gauge_loop(self) -> None:
         for tick in itertools.count():  # in the event loop, so the states are not changing while counted
@@ -573,20 +570,6 @@ class Controller:
             metrics.MANAGED.labels("false").set(sum(1 for s in states if s.ready is False))
             metrics.MANAGED.labels("unknown").set(sum(1 for s in states if s.ready is None))
             await asyncio.sleep(5)
-
-
-def backoff_delay(settings: ControllerSettings, failures: int, interval: float = 0.0) -> float:
-    """Delay before retry number ``failures`` of a transient failure: ``base * 2**(failures-1)`` up to
-    ``backoff_max`` and, for an object that refreshes (``interval`` > 0), up to its refresh interval, so it
-    recovers within one interval of the store coming back. Full jitter (anywhere from 0 to that ceiling)
-    spreads the retries of objects that failed together, so a store coming back sees no thundering herd.
-    """
-    # Bounded: 2.0**1024 overflows a float, and an object failing for days must not crash its worker.
-    exponent = min(max(failures - 1, 0), 64)
-    ceiling = min(settings.backoff_max, settings.backoff_base * 2.0**exponent)
-    if interval > 0:
-        ceiling = min(ceiling, interval)
-    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
 def _latest(*times: float | None) -> float | None:

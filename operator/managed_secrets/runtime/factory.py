@@ -36,7 +36,7 @@ from managed_secrets.providers.registry import ProviderRegistry
 from managed_secrets.runtime.backend_status import BackendStatusReporter, BackendStatusSettings
 from managed_secrets.runtime.controller import Controller, ControllerSettings
 from managed_secrets.runtime.render_pool import RenderPool
-from managed_secrets.runtime.rollouts import Rollouts, ensure_hmac_key
+from managed_secrets.runtime.rollout_stage import RolloutStage, ensure_hmac_key
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Runtime:
     reads: ReadCache
     reconciler: Reconciler
     controller: Controller
-    rollouts: Rollouts
+    rollouts: RolloutStage
     #: Started and stopped with the controller (handlers/operator.py).
     secret_watch: SecretWatch
     renderer: RenderPool
@@ -191,13 +191,15 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
     reconciler = Reconciler(
         cluster, providers, reads, observe_fetch=observe_fetch, renderer=renderer, operator_key=hmac_key
     )
-    # Built in the operator's start-up handler: its event loop runs the restart timers.
-    rollouts = Rollouts(
+    # Built in the operator's start-up handler: its event loop runs the restart timers. A rollout's
+    # outcome goes back to the controller (bound below), which records it in the object's status.
+    rollouts = RolloutStage(
         KubeWorkloads(api),
         cluster,
         cluster,
         hmac_key,
         loop=asyncio.get_running_loop(),
+        report=lambda report: controller.rollout_finished(report),  # noqa: PLW0108 - bound below
     )
     controller = Controller(
         reconciler,
@@ -209,10 +211,9 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
             workers_per_namespace=config.workers_per_namespace or None,
             stall_timeout=config.stall_timeout,
         ),
-        on_synced=rollouts.on_synced,
+        rollouts=rollouts,
         on_deleted=lambda ref: renderer.cancel(render_owner(ref)),
     )
-    rollouts.attach(controller)
     loop = asyncio.get_running_loop()
 
     def secret_changed(change: SecretChange) -> None:  # in a watch or worker thread

@@ -1,4 +1,7 @@
-"""Rolling restarts when Secret data changes: the decisions, without any Kubernetes call.
+"""Rolling restarts when Secret data changes: what to restart and whether, without any Kubernetes call.
+
+Named for what it decides (which workloads restart, with which key); the rollout stage that schedules and
+carries out the restarts is runtime/rollout_stage.py, and the status they lead to is core/status.py.
 
 - Which workloads a change concerns: explicit ``spec.rollout.targets``; with ``auto``, every workload whose
   pod template uses the Secret; workloads that opt in with ``managedsecrets.io/reload: "true"``; minus
@@ -8,13 +11,14 @@
 - Whether a sync calls for a rollout: ``status.dataHash`` is a keyed hash of the data the workloads last
   ran with. Absent: a first sync, record it. Different: a rollout is due, and the new hash is recorded only
   after it ran, so a crash in between still restarts after the operator comes back. Equal: nothing.
+- What a rollout reports back: its outcomes (``RolloutReport``), which the controller records in status.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -24,16 +28,10 @@ from managed_secrets.api import (
     MERGED_BY_ANNOTATION,
     RELOAD_ANNOTATION,
     RESTARTED_FOR_ANNOTATION,
-    ROLLOUT_CONDITION,
 )
 from managed_secrets.core.ports import SecretObject
-from managed_secrets.models.managedsecret import Rollout, RolloutKind
+from managed_secrets.models.managedsecret import ManagedSecretRef, Rollout, RolloutKind
 
-#: The one pod-template annotation a restart writes (on an Argo Rollout: on the Rollout itself).
-#: On a workload: "true" opts in to restarts by any ManagedSecret whose Secret it uses, "false" opts out.
-#: Status field of a ManagedSecret: keyed hash of the data its workloads were last rolled for.
-DATA_HASH = "dataHash"
-RESTARTS = "restarts"
 #: Entries kept in status.restarts.
 MAX_RESTARTS = 5
 #: Hex characters of the HMAC kept (128 bits).
@@ -211,7 +209,7 @@ def decide(recorded: str | None, current: str) -> Decision:
     return Decision.UNCHANGED if hmac.compare_digest(recorded, current) else Decision.CHANGED
 
 
-# -- outcomes and status -----------------------------------------------------------------------------------
+# -- outcomes ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -231,47 +229,19 @@ class Outcome:
         return _FAILURE_REASONS.get(self.result)
 
 
-def rollout_condition(
-    current: Mapping[str, Any], outcomes: Sequence[Outcome], now: str
-) -> dict[str, Any] | None:
-    """The Rollout condition after a rollout ran; None leaves the present one (or its absence) alone."""
-    previous = next((c for c in current.get("conditions") or [] if c.get("type") == ROLLOUT_CONDITION), None)
-    failures = [o for o in outcomes if not o.ok]
-    restarted = [o for o in outcomes if o.result is RestartResult.RESTARTED]
-    if failures:
-        status, reason = "False", failures[0].reason or RolloutReason.ROLLOUT_FAILED
-        message = "; ".join(o.message or f"{o.workload}: {o.result.value}" for o in failures)
-    elif restarted:
-        status, reason = "True", RolloutReason.RESTARTED
-        message = "restarted " + ", ".join(str(o.workload) for o in restarted)
-    elif previous is not None and previous.get("status") != "True":
-        status, reason = "True", RolloutReason.UP_TO_DATE
-        message = "the workloads run with the current data"
-    else:
-        return None
-    same = previous is not None and previous.get("status") == status
-    return {
-        "type": ROLLOUT_CONDITION,
-        "status": status,
-        "reason": reason.value,
-        "message": message,
-        "lastTransitionTime": previous.get("lastTransitionTime", now) if same and previous else now,
-    }
+@dataclass(frozen=True)
+class RolloutReport:
+    """A ManagedSecret's rollout ended: what happened, for the controller to record in its status."""
 
+    ms: ManagedSecretRef
+    #: The hash of the data the rollout was for; recorded as status.dataHash when every outcome is ok.
+    data_hash: str
+    outcomes: tuple[Outcome, ...]
+    #: The generation of the sync that made the rollout due.
+    generation: int | None
+    #: When it ended (RFC 3339): the time of its restarts in status.
+    finished_at: str
 
-def rollout_status(
-    current: Mapping[str, Any], outcomes: Sequence[Outcome], recorded_hash: str | None, now: str
-) -> dict[str, Any]:
-    """Status after a rollout: dataHash (only when every workload was handled), restarts, condition."""
-    new = dict(current)
-    if recorded_hash is not None and all(o.ok for o in outcomes):
-        new[DATA_HASH] = recorded_hash
-    restarted = [o.workload for o in outcomes if o.result is RestartResult.RESTARTED and o.workload]
-    if restarted:
-        entries = [{"kind": w.kind.value, "name": w.name, "time": now} for w in restarted]
-        new[RESTARTS] = [*(current.get(RESTARTS) or []), *entries][-MAX_RESTARTS:]
-    condition = rollout_condition(current, outcomes, now)
-    if condition is not None:
-        others = [dict(c) for c in current.get("conditions") or [] if c.get("type") != ROLLOUT_CONDITION]
-        new["conditions"] = [*others, condition]
-    return new
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)

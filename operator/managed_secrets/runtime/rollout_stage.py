@@ -1,11 +1,12 @@
-"""Rolling restarts after a change of Secret data: debounced per workload, recorded per ManagedSecret.
+"""The rollout stage after a sync: restarts debounced per workload, their outcome reported per ManagedSecret.
 
-A successful sync whose data differs from ``status.dataHash`` makes a rollout due (core.rollout.decide).
+A successful sync whose data differs from ``status.dataHash`` makes a rollout due (core.restarts.decide).
 Each workload it concerns gets one delayed restart: triggers for that workload within the debounce window
 (counted from the first) share it. When it fires, the restart key is computed from the current data of
-every managed Secret the workload consumes, so patching again with the same data changes nothing. A
-ManagedSecret's new dataHash is written only once every workload it feeds has been handled: after a crash
-in between, the next sync finds the old hash and the rollout is due again.
+every managed Secret the workload consumes, so patching again with the same data changes nothing. Once
+every workload a ManagedSecret feeds has been handled, its ``RolloutReport`` goes to ``report`` (the
+controller, which records it in the object's status: this stage writes no status). The new dataHash is
+recorded only then: after a crash in between, the next sync finds the old hash and the rollout is due again.
 
 Timers live on the operator's event loop; Kubernetes calls run in a small thread pool of their own, so
 neither the loop nor the reconcile workers wait for them.
@@ -21,7 +22,6 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from managed_secrets import errors, metrics
@@ -29,23 +29,23 @@ from managed_secrets.api import API_VERSION
 from managed_secrets.core.ownership import KIND
 from managed_secrets.core.ports import SecretObject, SecretStore
 from managed_secrets.core.reconcile import SyncResult
-from managed_secrets.core.rollout import (
+from managed_secrets.core.restarts import (
     API_VERSIONS,
-    DATA_HASH,
     Decision,
     Outcome,
     RestartResult,
     RolloutError,
+    RolloutReport,
     Workload,
     WorkloadRef,
     data_hash,
     decide,
     is_managed,
     restart_key,
-    rollout_status,
     select_workloads,
 )
 from managed_secrets.models.managedsecret import ManagedSecret, ManagedSecretRef, Rollout
+from managed_secrets.models.status import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +70,8 @@ class EventWriter(Protocol):
     ) -> None: ...
 
 
-class StatusAmender(Protocol):
-    def amend_status(
-        self, ref: ManagedSecretRef, change: Callable[[Mapping[str, Any]], Mapping[str, Any]]
-    ) -> None: ...
+#: Where a ManagedSecret's rollout outcome goes, from a rollout thread (the controller's queue).
+ReportSink = Callable[[RolloutReport], None]
 
 
 def ensure_hmac_key(store: SecretStore, namespace: str, name: str) -> bytes:
@@ -99,10 +97,6 @@ def ensure_hmac_key(store: SecretStore, namespace: str, name: str) -> bytes:
     return bytes(existing.data[KEY_FIELD])
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass(frozen=True)
 class _Contribution:
     """A ManagedSecret asking for a restart: its Secret changed to data with this hash."""
@@ -110,6 +104,8 @@ class _Contribution:
     ms: ManagedSecretRef
     secret: str
     data_hash: str
+    #: The generation of the sync that asked.
+    generation: int | None = None
 
 
 @dataclass(eq=False)
@@ -132,7 +128,7 @@ class _Job:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
-class Rollouts:
+class RolloutStage:
     def __init__(
         self,
         workloads: WorkloadAPI,
@@ -141,6 +137,7 @@ class Rollouts:
         load_key: Callable[[], bytes],
         *,
         loop: asyncio.AbstractEventLoop,
+        report: ReportSink,
         workers: int = 4,
         retry_base: float = 5.0,
         retry_max: float = 300.0,
@@ -154,7 +151,7 @@ class Rollouts:
         self._retry_base = retry_base
         self._retry_max = retry_max
         self._max_attempts = max_attempts
-        self._status: StatusAmender | None = None
+        self._report = report
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rollout")
         self._lock = threading.Lock()
         #: Scheduled restarts, not yet firing.
@@ -165,10 +162,6 @@ class Rollouts:
         self._key: bytes | None = None
         self._key_lock = threading.Lock()
         self._closed = False
-
-    def attach(self, status: StatusAmender) -> None:
-        """Where rollout results go (the controller, which owns the status cache)."""
-        self._status = status
 
     def close(self) -> None:
         """Cancel what is scheduled and wait for restarts in flight. Call in the event loop's thread."""
@@ -184,22 +177,23 @@ class Rollouts:
 
     # -- from the controller, after each successful sync (in a reconcile worker thread) --------------------
 
-    def on_synced(
-        self, ms: ManagedSecret, result: SyncResult, status: Mapping[str, Any]
-    ) -> Mapping[str, Any]:
-        """Decide whether the sync calls for a rollout; returns status fields to write with the sync."""
+    def after_sync(
+        self, ms: ManagedSecret, result: SyncResult, recorded: str | None, generation: int | None = None
+    ) -> str | None:
+        """Whether the sync calls for a rollout, given the status's dataHash (``recorded``): schedules it if
+        so. Returns the data hash to record along with the sync (a first sync), else None."""
         current = data_hash(self._hmac_key(), result.data)
-        decision = decide(status.get(DATA_HASH), current)
+        decision = decide(recorded, current)
         if decision is Decision.FIRST_SYNC:
-            return {DATA_HASH: current}
+            return current
         if decision is Decision.UNCHANGED:
-            return {}
+            return None
         key: MSKey = (ms.ref.namespace, ms.ref.name)
-        contribution = _Contribution(ms.ref, result.secret_name, current)
+        contribution = _Contribution(ms.ref, result.secret_name, current, generation)
         with self._lock:
             previous = self._jobs.get(key)
             if previous is not None and previous.contribution.data_hash == current:
-                return {}  # already due for this data (a refresh within the debounce window)
+                return None  # already due for this data (a refresh within the debounce window)
             job = _Job(contribution)
             if previous is not None:
                 # Changed again meanwhile: the restarts still scheduled now serve the new data.
@@ -210,7 +204,7 @@ class Rollouts:
             self._jobs[key] = job
         log.info("%s: the data of Secret %s changed; a rollout is due", ms.ref, result.secret_name)
         self._submit(self._resolve, ms, job)
-        return {}
+        return None
 
     def _hmac_key(self) -> bytes:
         with self._key_lock:
@@ -349,7 +343,7 @@ class Rollouts:
             key = restart_key(self._hmac_key(), consumed)
             if workload.restarted_for == key:
                 return Outcome(ref, RestartResult.UNCHANGED)
-            self._workloads.restart(workload, key, _now())
+            self._workloads.restart(workload, key, now_rfc3339())
         except RolloutError as error:
             return Outcome(ref, error.result, error.message)
         except errors.SyncError as error:  # reading a Secret or the key failed
@@ -372,7 +366,7 @@ class Rollouts:
             self._events.post_event(_involved(contribution.ms), reason="Restarted", message=message)
         return Outcome(ref, RestartResult.RESTARTED)
 
-    # -- results (rollout thread) -------------------------------------------------------------------------
+    # -- the outcome (rollout thread) -----------------------------------------------------------------------
 
     def _finish(self, job: _Job) -> None:
         ms = job.contribution.ms
@@ -396,11 +390,10 @@ class Rollouts:
             )
         if failures:
             log.warning("%s: rollout incomplete, due again at the next sync: %s", ms, message)
-        now = _now()
-        if self._status is not None:
-            self._status.amend_status(
-                ms, lambda current: rollout_status(current, outcomes, job.contribution.data_hash, now)
-            )
+        contribution = job.contribution
+        self._report(
+            RolloutReport(ms, contribution.data_hash, tuple(outcomes), contribution.generation, now_rfc3339())
+        )
 
 
 def _involved(ms: ManagedSecretRef) -> dict[str, str]:
