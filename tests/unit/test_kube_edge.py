@@ -187,8 +187,11 @@ def test_a_transport_failure_becomes_the_default_naming_its_type_only(failure: E
 
 @pytest.mark.parametrize("raw", [b"<html>" + CANARY.encode(), b'{"data": "' + CANARY.encode(), b"\xff\xfe"])
 def test_an_answer_that_is_not_json_becomes_the_default(raw: bytes) -> None:
+    def answer(**_: Any) -> Any:  # a client method: untyped
+        return Response(raw)
+
     with pytest.raises(errors.AuthFailed) as raised:
-        call("reading ServiceAccount a/b", Translation(errors.AuthFailed), lambda **_: Response(raw))
+        call("reading ServiceAccount a/b", Translation(errors.AuthFailed), answer)
     assert raised.value.message.startswith("reading ServiceAccount a/b: the API server's answer is not JSON")
     assert_absent(CANARY, raised.value.message, "the message")
 
@@ -207,7 +210,7 @@ def test_other_errors_pass_through_untranslated() -> None:
 
 
 def test_not_found_is_none_or_false_only_where_asked() -> None:
-    def missing(**_: Any) -> Response:
+    def missing(**_: Any) -> Any:  # a client method: untyped
         raise api_error(404, "NotFound")
 
     assert call_or_none("reading Secret a/b", WRITE, missing) is None
@@ -259,7 +262,13 @@ def test_every_call_translates_every_failure(
     assert cluster.secret_writes == {"create": 0, "replace": 0, "delete": 0}, "a failed write is not counted"
 
 
-@pytest.mark.parametrize(("name", "invoke", "expected"), CALLS, ids=CALL_IDS)
+#: The calls that read their answer (the others discard it).
+READING = [
+    c for c in CALLS if c[0] not in {"check_create", "delete", "patch_status", "set_finalizers", "post_event"}
+]
+
+
+@pytest.mark.parametrize(("name", "invoke", "expected"), READING, ids=[c[0] for c in READING])
 def test_every_call_translates_a_body_that_is_not_json(
     cluster: KubeCluster,
     api: ScriptedClient,
@@ -267,8 +276,6 @@ def test_every_call_translates_a_body_that_is_not_json(
     invoke: Callable[[KubeCluster], object],
     expected: type[errors.SyncError] | None,
 ) -> None:
-    if name in {"check_create", "delete", "patch_status", "set_finalizers", "post_event"}:
-        pytest.skip("the answer is discarded")
     api.raw = b"{" + CANARY.encode()
     with pytest.raises(errors.SyncError) as raised:
         invoke(cluster)
