@@ -1,4 +1,4 @@
-# The managed-secrets operator image: `docker build -t managed-secrets:0.1.0 .`
+# The managed-secrets operator image: `docker build -t managed-secrets:VERSION .` (pyproject.toml's version)
 # Stage 1 builds the wheel and installs it, with its runtime dependencies only (all four backends), into a
 # virtual environment; the final stage is a clean slim Python with that environment, run as a fixed
 # non-root UID (65532, the chart's runAsUser) on a read-only root filesystem.

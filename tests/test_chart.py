@@ -32,6 +32,7 @@ from harness.controlplane import REPO_ROOT, ControlPlane, KubectlError, free_por
 from harness.helm import CHART_DIR, Helm, build_helm
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
+from managed_secrets import __version__
 from managed_secrets.api import ALLOWED_BACKENDS_ANNOTATION as ALLOWED_BACKENDS
 from managed_secrets.cli import _parser
 from managed_secrets.config import OperatorConfig
@@ -99,7 +100,7 @@ def test_defaults(helm: Helm) -> None:
     assert pod["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     c = container(docs)
-    assert c["image"] == "managed-secrets:0.1.0"  # the chart's appVersion
+    assert c["image"] == f"managed-secrets:{__version__}"  # the chart's appVersion
     security = c["securityContext"]
     assert security["runAsNonRoot"] is True
     assert security["runAsUser"] == 65532

@@ -14,7 +14,7 @@ from managed_secrets.core.clients import ProviderPool
 from managed_secrets.core.ports import SecretObject
 from managed_secrets.core.reads import ReadCache
 from managed_secrets.core.reconcile import Reconciler
-from managed_secrets.core.rollout import Workload, WorkloadNotFound, WorkloadRef
+from managed_secrets.core.restarts import Workload, WorkloadNotFound, WorkloadRef
 from managed_secrets.models.managedsecret import BackendKind, CreationPolicy, ManagedSecretRef, RolloutKind
 from managed_secrets.models.parse import parse_managed_secret
 from managed_secrets.providers.registry import ProviderRegistry

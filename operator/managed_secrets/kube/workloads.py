@@ -12,14 +12,12 @@ from typing import Any
 
 import urllib3
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from managed_secrets.api import RESTARTED_FOR_ANNOTATION
 from managed_secrets.core.restarts import (
     ARGO_GROUP,
     ARGO_VERSION,
     DISCOVERED_KINDS,
-    RolloutError,
     RolloutFailed,
     RolloutForbidden,
     Workload,
@@ -27,8 +25,7 @@ from managed_secrets.core.restarts import (
     WorkloadRef,
     secrets_used,
 )
-from managed_secrets.kube.cluster import describe_api_error
-from managed_secrets.kube.raw import read_json, release
+from managed_secrets.kube.edge import Translation, call, send
 from managed_secrets.models.managedsecret import RolloutKind
 
 ARGO_CRD = "rollouts.argoproj.io"
@@ -47,12 +44,15 @@ def decode_workload(kind: RolloutKind, body: Mapping[str, Any]) -> Workload:
     )
 
 
-def _translate(error: ApiException, what: str) -> RolloutError:
-    if error.status == 404:
-        return WorkloadNotFound(f"{what} not found")
-    if error.status in (401, 403):
-        return RolloutForbidden(f"{what}: the operator may not do this ({describe_api_error(error)})")
-    return RolloutFailed(f"{what}: {describe_api_error(error)}")
+#: Not found, forbidden, anything else (a 5xx, a timeout: retried with backoff).
+WORKLOAD_ERRORS = Translation(
+    RolloutFailed,
+    {
+        404: lambda what, _described: WorkloadNotFound(f"{what} not found"),
+        401: lambda what, described: RolloutForbidden(f"{what}: the operator may not do this ({described})"),
+        403: lambda what, described: RolloutForbidden(f"{what}: the operator may not do this ({described})"),
+    },
+)
 
 
 class KubeWorkloads:
@@ -85,13 +85,7 @@ class KubeWorkloads:
         }
 
     def _call(self, what: str, method: Callable[..., urllib3.HTTPResponse], *args: Any, **kwargs: Any) -> Any:
-        try:
-            response = method(*args, _preload_content=False, **kwargs)
-        except ApiException as error:
-            raise _translate(error, what) from None
-        except urllib3.exceptions.HTTPError as error:
-            raise RolloutFailed(f"{what}: {type(error).__name__}") from None
-        return read_json(response)
+        return call(what, WORKLOAD_ERRORS, method, *args, **kwargs)
 
     def list(self, namespace: str) -> list[Workload]:
         """The namespace's Deployments, StatefulSets and DaemonSets."""
@@ -154,10 +148,10 @@ class KubeWorkloads:
         )
 
     def _argo_installed(self) -> bool:
-        try:
-            release(self._extensions.read_custom_resource_definition(ARGO_CRD, _preload_content=False))
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise _translate(error, f"reading CustomResourceDefinition {ARGO_CRD}") from None
-        return True
+        return send(
+            f"reading CustomResourceDefinition {ARGO_CRD}",
+            WORKLOAD_ERRORS,
+            self._extensions.read_custom_resource_definition,
+            ARGO_CRD,
+            missing_ok=True,
+        )

@@ -24,14 +24,14 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from managed_secrets import errors
 from managed_secrets.api import RESTARTED_FOR_ANNOTATION
 from managed_secrets.core.ports import ManagedSecretInfo, SecretObject
-from managed_secrets.core.rollout import DISCOVERED_KINDS, Workload, WorkloadNotFound, WorkloadRef
+from managed_secrets.core.restarts import DISCOVERED_KINDS, Workload, WorkloadNotFound, WorkloadRef
 from managed_secrets.core.secret_rules import secret_problems
 from managed_secrets.models.backend import Backend
 from managed_secrets.models.managedsecret import BackendKind, ManagedSecretRef, RolloutKind
@@ -312,7 +312,7 @@ class FakeCluster:
             self.token_requests.append((namespace, service_account, tuple(audiences)))
         return f"fake-token.{namespace}.{service_account}.{','.join(audiences)}"
 
-    # -- workloads (runtime.rollouts.WorkloadAPI) --------------------------------------------------------
+    # -- workloads (runtime.rollout_stage.WorkloadAPI) --------------------------------------------------------
 
     def list_workloads(self, namespace: str) -> list[Workload]:
         with self._lock:
@@ -365,15 +365,6 @@ class FakeCluster:
             found = self._managed(ref)
             if found is not None:  # deleted meanwhile: a 404, ignored like the real writer does
                 found.status = merge_patch(found.status, patch)
-                found.resource_version = str(next(self._revision))
-
-    def amend_status(
-        self, ref: ManagedSecretRef, change: Callable[[Mapping[str, Any]], Mapping[str, Any]]
-    ) -> None:
-        with self._lock:
-            found = self._managed(ref)
-            if found is not None:
-                found.status = merge_patch(found.status, change(found.status))
                 found.resource_version = str(next(self._revision))
 
     def status_of(self, namespace: str, name: str) -> dict[str, Any]:

@@ -1,0 +1,60 @@
+"""Events for a person to read (names and reasons only): the controller's and the rollouts'."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from kubernetes import client
+
+from managed_secrets import errors
+from managed_secrets.kube.edge import Translation, send
+
+log = logging.getLogger(__name__)
+
+POST = Translation(errors.WriteFailed)
+
+
+class KubeEvents:
+    """Implements the ``post_event`` of the controller's StatusWriter and the rollouts' EventWriter."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._core = client.CoreV1Api(api_client)
+
+    def post_event(
+        self,
+        involved: Mapping[str, str],
+        *,
+        reason: str,
+        message: str,
+        type_: str = "Normal",
+    ) -> None:
+        """Failures are logged, not raised: an Event is never worth failing a sync for."""
+        namespace = involved["namespace"]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+            "involvedObject": dict(involved),
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "managed-secrets"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": "managed-secrets",
+            "reportingInstance": "managed-secrets",
+        }
+        try:
+            send(
+                f"posting event {reason} on {namespace}/{involved.get('name')}",
+                POST,
+                self._core.create_namespaced_event,
+                namespace,
+                body,
+            )
+        except errors.SyncError as error:
+            log.warning("could not post event: %s", error.message)
