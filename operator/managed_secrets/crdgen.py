@@ -51,7 +51,7 @@ from managed_secrets.api import (
 from managed_secrets.check import provider_config_model
 from managed_secrets.models.backend import (
     CONDITIONS_DESCRIPTION,
-    MAX_CONDITIONS,
+    MAX_NAMESPACE_CONDITIONS,
     NamespaceCondition,
     PluginBlock,
 )
@@ -216,7 +216,9 @@ def backend_spec_model(kind: str) -> type[BaseModel]:
     if kind == CLUSTER_SECRET_BACKEND_KIND:
         fields["conditions"] = (
             list[NamespaceCondition],
-            Field(default_factory=list, max_length=MAX_CONDITIONS, description=CONDITIONS_DESCRIPTION),
+            Field(
+                default_factory=list, max_length=MAX_NAMESPACE_CONDITIONS, description=CONDITIONS_DESCRIPTION
+            ),
         )
     names = ", ".join(blocks[:-1]) + f" or {blocks[-1]}"
     # models.parse.parse_backend refuses anything but exactly one block too.

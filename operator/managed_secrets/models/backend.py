@@ -146,7 +146,7 @@ class NamespaceCondition(CamelModel):
 
 
 #: How many conditions a ClusterSecretBackend may have.
-MAX_CONDITIONS = 64
+MAX_NAMESPACE_CONDITIONS = 64
 CONDITIONS_DESCRIPTION = (
     "Which namespaces may use this ClusterSecretBackend, and which remote keys they may read. No"
     " conditions: every namespace may use it and read any key. Otherwise a namespace may use it when at"

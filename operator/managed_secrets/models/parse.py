@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from managed_secrets.api import FORCE_SYNC_ANNOTATION
 from managed_secrets.errors import InvalidBackend, InvalidSpec
 from managed_secrets.models.backend import (
-    MAX_CONDITIONS,
+    MAX_NAMESPACE_CONDITIONS,
     NON_PROVIDER_FIELDS,
     Backend,
     BackendId,
@@ -79,8 +79,8 @@ def parse_backend(body: Mapping[str, Any]) -> Backend:
         if not provider:
             raise InvalidBackend(f"{backend_id}: plugin.name is required")
     raw_conditions = spec.get("conditions") or []
-    if len(raw_conditions) > MAX_CONDITIONS:
-        raise InvalidBackend(f"{backend_id}: conditions: at most {MAX_CONDITIONS} are allowed")
+    if len(raw_conditions) > MAX_NAMESPACE_CONDITIONS:
+        raise InvalidBackend(f"{backend_id}: conditions: at most {MAX_NAMESPACE_CONDITIONS} are allowed")
     try:
         conditions = [NamespaceCondition.model_validate(item) for item in raw_conditions]
     except ValidationError as error:
