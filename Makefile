@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install testbins lint test unit demo bench clean
+.PHONY: install testbins crds lint test unit demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(BIN)/.installed
 testbins:
 	./hack/build-testbins.sh >/dev/null
 	./hack/build-helm.sh >/dev/null
+
+# The CRDs (crds/, the chart's and the package's copies), generated from the pydantic models.
+crds: install
+	$(BIN)/python hack/gen-crds.py
 
 lint: install
 	$(BIN)/ruff check operator tests e2e bench

@@ -313,9 +313,9 @@ def test_crd_copies_match_crds_dir(copy_dir: str) -> None:
     source = REPO_ROOT / "crds"
     copy = REPO_ROOT / copy_dir
     names = sorted(p.name for p in source.glob("*.yaml"))
-    assert sorted(p.name for p in copy.glob("*.yaml")) == names, f"{copy_dir} drifted: run hack/sync-crds.sh"
+    assert sorted(p.name for p in copy.glob("*.yaml")) == names, f"{copy_dir} drifted: run make crds"
     match, mismatch, errors = filecmp.cmpfiles(source, copy, names, shallow=False)
-    assert mismatch + errors == [], f"{copy_dir} differs in {mismatch + errors}: run hack/sync-crds.sh"
+    assert mismatch + errors == [], f"{copy_dir} differs in {mismatch + errors}: run make crds"
     assert match == names
 
 

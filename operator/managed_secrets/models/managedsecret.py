@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from managed_secrets.api import CLUSTER_SECRET_BACKEND_KIND, SECRET_BACKEND_KIND
 from managed_secrets.models.base import CamelModel
-from managed_secrets.models.duration import MAX_DURATION, format_duration, parse_duration
+from managed_secrets.models.duration import (
+    MAX_DURATION,
+    MAX_DURATION_LENGTH,
+    cel_duration,
+    duration_json_schema,
+    format_duration,
+    parse_duration,
+)
+from managed_secrets.models.schema import DNS_SUBDOMAIN, SECRET_KEY, JsonDict, rule, rules
 
 
 class BackendKind(StrEnum):
@@ -42,6 +59,8 @@ def _duration(value: Any) -> Any:
         return value
     if not isinstance(value, str):  # a bare number would be read as seconds: the CRD says string
         raise ValueError("must be a duration string like 30s, 5m or 1h30m")  # noqa: TRY004 - pydantic wants ValueError
+    if len(value) > MAX_DURATION_LENGTH:
+        raise ValueError(f"must be at most {MAX_DURATION_LENGTH} characters long")
     return parse_duration(value)
 
 
@@ -60,40 +79,155 @@ def _debounce_bounds(value: timedelta) -> timedelta:
     return value
 
 
-RefreshInterval = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_refresh_interval_bounds)]
-Debounce = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_debounce_bounds)]
+_ZERO = cel_duration(timedelta(0))
+_MIN_REFRESH = cel_duration(MIN_REFRESH_INTERVAL)
+_MAX_REFRESH = cel_duration(MAX_REFRESH_INTERVAL)
+RefreshInterval = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    AfterValidator(_refresh_interval_bounds),
+    WithJsonSchema(
+        duration_json_schema(
+            f"(duration(self) == {_ZERO} || (duration(self) >= {_MIN_REFRESH} && duration(self) <= {_MAX_REFRESH}))",
+            f"refreshInterval must be 0 (fetch once) or from {format_duration(MIN_REFRESH_INTERVAL)}"
+            f" to {format_duration(MAX_REFRESH_INTERVAL)} (a year)",
+        )
+    ),
+]
+Debounce = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    AfterValidator(_debounce_bounds),
+    WithJsonSchema(
+        duration_json_schema(
+            f"duration(self) <= {cel_duration(MAX_ROLLOUT_DEBOUNCE)}",
+            f"rollout.debounce must be at most {format_duration(MAX_ROLLOUT_DEBOUNCE)}",
+        )
+    ),
+]
+
+#: Names of Kubernetes objects and keys of Secrets, as the API server checks them.
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=SECRET_KEY)]
+_SECRET_KEY = re.compile(SECRET_KEY)
 
 
 class BackendRef(CamelModel):
-    name: str
-    kind: BackendKind = BackendKind.SECRET_BACKEND
+    name: ObjectName = Field(description="Name of the backend.")
+    kind: BackendKind = Field(
+        default=BackendKind.SECRET_BACKEND,
+        description="SecretBackend (in this namespace, the default) or ClusterSecretBackend (whose"
+        " spec.conditions must admit this namespace and the keys it reads).",
+    )
 
 
 class RemoteRef(CamelModel):
-    key: str = Field(min_length=1)
-    property: str | None = None
-    version: str | None = None
+    key: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Remote key: a Vault path below the mount, an AWS secret name or ARN / parameter name,"
+        " a GCP secret ID (or projects/<p>/secrets/<id>), an Azure Key Vault secret name.",
+    )
+    property: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Field of a JSON-object value to use: an exact top-level field name first, else a dotted"
+        " path (db.user, hosts.0). Non-string fields are written as JSON. Unset: the whole value (for Vault,"
+        " the key's whole data map as JSON).",
+    )
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Version to read, in the provider's terms: Vault KV v2 version number; AWS Secrets"
+        " Manager staging label (AWSCURRENT, AWSPREVIOUS, ...) or version ID, Parameter Store version number"
+        " or label; GCP version number; Azure version ID. Unset: the latest version.",
+    )
 
 
 class DataItem(CamelModel):
-    secret_key: str = Field(min_length=1)
-    remote_ref: RemoteRef
+    model_config = ConfigDict(
+        json_schema_extra={"description": "One key of the target Secret, filled from one remote value."}
+    )
+
+    secret_key: SecretKey = Field(
+        description="Key in the target Secret (letters, digits, '-', '_' and '.'). Must be unique within data."
+    )
+    remote_ref: RemoteRef = Field(description="Where the value comes from in the backend.")
 
 
 class ExtractRef(CamelModel):
-    key: str = Field(min_length=1)
-    version: str | None = None
+    key: str = Field(min_length=1, max_length=2048, description="Remote key to extract.")
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Version to read, in the provider's terms. Unset: the latest version.",
+    )
 
 
 class DataFromItem(CamelModel):
-    extract: ExtractRef
+    model_config = ConfigDict(
+        json_schema_extra={"description": "A remote value whose fields all become keys of the target Secret."}
+    )
+
+    extract: ExtractRef = Field(
+        description="Extract every top-level field of the JSON object stored at key; each field becomes a"
+        " Secret key (non-string fields as JSON). Field names must be valid Secret keys. Explicit data"
+        " entries win over extracted fields of the same name."
+    )
+
+
+def _template_keys(field: str) -> JsonDict:
+    return rules(
+        rule(
+            f"self.all(k, k.matches('{SECRET_KEY}'))",
+            f"template.{field} keys must be valid Secret keys (letters, digits, '-', '_' and '.')",
+        )
+    )
 
 
 class TargetTemplate(CamelModel):
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            rule(
+                "!has(self.data) || !has(self.binaryData) || self.binaryData.all(k, !(k in self.data))",
+                "a key can be in template.data or template.binaryData, not both",
+            )
+        )
+    )
+
     #: Secret key -> template of its text (written as UTF-8).
-    data: dict[str, str] = Field(default_factory=dict)
+    data: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=1000,
+        json_schema_extra=_template_keys("data"),
+        description="Secret key -> Jinja2 template (sandboxed, undefined variables are errors). Templates"
+        " see every fetched value (from data and dataFrom) by its Secret key, as a variable and as"
+        " values['key'] for names that are not identifiers; filters b64encode, b64decode and fromjson are"
+        " available. The rendered text is written as UTF-8. When set, the Secret holds only the templated"
+        " keys. A template error fails the sync and leaves the Secret as it was; the error never contains a"
+        " value.",
+    )
     #: Secret key -> template that renders base64, decoded into the Secret: any bytes.
-    binary_data: dict[str, str] = Field(default_factory=dict)
+    binary_data: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=1000,
+        json_schema_extra=_template_keys("binaryData"),
+        description="Secret key -> Jinja2 template that renders base64 text, which the operator decodes"
+        " into the Secret, so a key can hold any bytes (a keystore, a DER certificate). For example"
+        ' "{{ keystore }}" for a value stored as base64, or "{{ cert | b64encode }}" (b64encode of a fetched'
+        " value encodes its original bytes). Same variables, filters and limits as data.",
+    )
+
+    @field_validator("data", "binary_data")
+    @classmethod
+    def _valid_keys(cls, templates: dict[str, str]) -> dict[str, str]:
+        bad = sorted(key for key in templates if not _SECRET_KEY.fullmatch(key))
+        if bad:
+            raise ValueError(f"key {bad[0]!r} is not a valid Secret key (letters, digits, '-', '_' and '.')")
+        return templates
 
     @model_validator(mode="after")
     def _keys_once(self) -> TargetTemplate:
@@ -104,13 +238,60 @@ class TargetTemplate(CamelModel):
 
 
 class Target(CamelModel):
-    name: str | None = None
-    type: str = "Opaque"
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
-    creation_policy: CreationPolicy = CreationPolicy.OWNER
-    deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
-    template: TargetTemplate | None = None
+    name: ObjectName | None = Field(
+        default=None, description="Name of the Secret. Default: the name of the ManagedSecret."
+    )
+    type: str = Field(
+        default="Opaque",
+        min_length=1,
+        max_length=253,
+        description="Type of the Secret (Opaque, kubernetes.io/dockerconfigjson, kubernetes.io/tls, ...)."
+        " A Secret's type is immutable, so changing it makes the operator replace the Secret, only after"
+        " checking that the API server accepts the new one (its built-in rules, such as the keys tls.crt"
+        " and tls.key for kubernetes.io/tls, and a server-side dry run); otherwise the old Secret stays and"
+        " the condition says TargetRejected.",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Labels to set on the Secret, added to those other tools put there.",
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Annotations to set on the Secret, added to those other tools put there.",
+    )
+    creation_policy: CreationPolicy = Field(
+        default=CreationPolicy.OWNER,
+        description="Who owns the Secret. Owner (default): the operator creates the Secret and manages it;"
+        " it refuses to take over an existing Secret it did not create (delete that Secret, pick another"
+        " target name, or use Merge). Ownership is proven by the annotation managedsecrets.io/owner-proof,"
+        " an HMAC with the operator's key over the namespace, the Secret's name and the ManagedSecret's UID;"
+        " labels and annotations alone are never enough. The Secret holds exactly the keys the ManagedSecret"
+        " declares: keys added by hand are removed. With deletionPolicy Delete the Secret gets an"
+        " ownerReference to the ManagedSecret, so Kubernetes garbage-collects it with the ManagedSecret."
+        " Orphan: like Owner but without ownerReference (with deletionPolicy Delete the operator deletes the"
+        " Secret itself through a finalizer, only if proven its own). Merge: the Secret must already exist"
+        " (the sync fails until it does) and must not belong to a ManagedSecret; the operator only adds and"
+        " updates its own keys and leaves other keys, labels and annotations alone. Only one ManagedSecret"
+        " may merge into a Secret; the merged keys are recorded in the annotations"
+        " managedsecrets.io/merged-by, managedsecrets.io/merged-keys and managedsecrets.io/merged-by-proof,"
+        " and the label managedsecrets.io/managed=merged lets the operator watch the Secret (removed with the"
+        " merged keys). A claim left by a ManagedSecret that no longer exists does not block another one.",
+    )
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.DELETE,
+        description="What happens to the Secret when the ManagedSecret is deleted. Delete (default): the"
+        " Secret is deleted (with creationPolicy Merge: only the merged keys are removed). Retain: the Secret"
+        " stays as it is. Remote values are never deleted.",
+    )
+    template: TargetTemplate | None = Field(
+        default=None,
+        description="Render the Secret's keys from templates instead of copying the fetched values. Renders"
+        " are limited in time, memory and output size (operator flags --template-timeout,"
+        " --template-memory-mib, --template-max-output); a template over a limit fails with TemplateError"
+        " and the Secret stays as it was.",
+    )
 
 
 class RolloutKind(StrEnum):
@@ -121,23 +302,97 @@ class RolloutKind(StrEnum):
 
 
 class RolloutTarget(CamelModel):
-    kind: RolloutKind
-    name: str = Field(min_length=1)
+    model_config = ConfigDict(json_schema_extra={"description": "One workload."})
+
+    kind: RolloutKind = Field(
+        description="Kind of the workload. Rollout is an Argo Rollout (restarted through spec.restartAt)."
+    )
+    name: ObjectName = Field(description="Name of the workload.")
 
 
 class Rollout(CamelModel):
-    targets: list[RolloutTarget] = Field(default_factory=list)
-    auto: bool = False
-    debounce: Debounce = timedelta(seconds=10)
+    targets: list[RolloutTarget] = Field(
+        default_factory=list,
+        max_length=100,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["kind", "name"]},
+        description="Workloads in this namespace to restart with a rolling restart.",
+    )
+    auto: bool = Field(
+        default=False,
+        description="Also restart, without listing them in targets, the workloads in this namespace whose"
+        " pod template uses the Secret (env, envFrom or a volume).",
+    )
+    debounce: Debounce = Field(
+        default=timedelta(seconds=10),
+        description="How long to wait after a change before restarting, so that several Secrets of one"
+        " workload rotating together cause a single restart (Go-style duration: 10s, 1m; at most 1h; 0"
+        " restarts at once).",
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, targets: list[RolloutTarget]) -> list[RolloutTarget]:
+        seen: set[tuple[str, str]] = set()
+        for target in targets:
+            if (target.kind.value, target.name) in seen:
+                raise ValueError(f"{target.kind.value} {target.name!r} appears twice")
+            seen.add((target.kind.value, target.name))
+        return targets
 
 
 class ManagedSecretSpec(CamelModel):
-    backend_ref: BackendRef
-    refresh_interval: RefreshInterval = timedelta(hours=1)
-    target: Target = Field(default_factory=Target)
-    data: list[DataItem] = Field(default_factory=list)
-    data_from: list[DataFromItem] = Field(default_factory=list)
-    rollout: Rollout | None = None
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            rule(
+                "(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)",
+                "set at least one of data or dataFrom",
+            ),
+            description="What to fetch, from which backend, and the Secret to write.",
+        )
+    )
+
+    backend_ref: BackendRef = Field(
+        description="The SecretBackend (same namespace) or ClusterSecretBackend to read from."
+    )
+    refresh_interval: RefreshInterval = Field(
+        default=timedelta(hours=1),
+        description="How often the remote values are read again, as a Go-style duration (30s, 5m, 1h30m;"
+        " units ms, s, m, h), from 1s to 8760h (a year). 0 fetches once: again only when the spec or the"
+        " force-sync annotation changes. Whatever the interval, a Secret deleted or changed by hand is"
+        " restored at once, from the last read while it is recent (up to half the interval, at most 1h; 5"
+        " minutes for 0), else with one new read. Refreshes are jittered, and reads of the same remote key"
+        " are shared between ManagedSecrets for up to half the interval. Retries after a failure come at"
+        " most one interval apart.",
+    )
+    target: Target = Field(
+        default_factory=Target,
+        # The API server applies the target's own defaults (type, policies) to an absent target too.
+        json_schema_extra={"default": {}},
+        description="The Kubernetes Secret the operator writes, in the ManagedSecret's namespace. Every"
+        " Secret it writes carries the label managedsecrets.io/managed=true and the annotation"
+        " managedsecrets.io/owner=<ManagedSecret name>. The operator watches only Secrets with that label,"
+        " and only their metadata (never their data); a Secret deleted or changed by hand is restored within"
+        " seconds, from the last read of the remote values (a Secret changed again and again is restored at"
+        " a slowing pace). Secret data is written only when it differs, and the last good Secret is kept"
+        " while the backend fails.",
+    )
+    data: list[DataItem] = Field(
+        default_factory=list,
+        max_length=1000,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["secretKey"]},
+        description="Secret keys filled from single remote values. Set data, dataFrom or both.",
+    )
+    data_from: list[DataFromItem] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Remote JSON objects whose fields all become Secret keys. Set data, dataFrom or both.",
+    )
+    rollout: Rollout | None = Field(
+        default=None,
+        description="Restart workloads when the Secret's data changes (not on the first sync, not when"
+        " nothing changed). A restart patches the pod template with a hash of the data, so the same data"
+        " never restarts a workload twice, across operator restarts too.",
+    )
 
     @field_validator("data")
     @classmethod

@@ -9,7 +9,13 @@ from pydantic import ValidationError
 
 from managed_secrets.api import FORCE_SYNC_ANNOTATION
 from managed_secrets.errors import InvalidBackend, InvalidSpec
-from managed_secrets.models.backend import NON_PROVIDER_FIELDS, Backend, BackendId, NamespaceCondition
+from managed_secrets.models.backend import (
+    MAX_NAMESPACE_CONDITIONS,
+    NON_PROVIDER_FIELDS,
+    Backend,
+    BackendId,
+    NamespaceCondition,
+)
 from managed_secrets.models.managedsecret import (
     BackendKind,
     ManagedSecret,
@@ -72,8 +78,11 @@ def parse_backend(body: Mapping[str, Any]) -> Backend:
         provider, config = str(config.get("name", "")), dict(config.get("config") or {})
         if not provider:
             raise InvalidBackend(f"{backend_id}: plugin.name is required")
+    raw_conditions = spec.get("conditions") or []
+    if len(raw_conditions) > MAX_NAMESPACE_CONDITIONS:
+        raise InvalidBackend(f"{backend_id}: conditions: at most {MAX_NAMESPACE_CONDITIONS} are allowed")
     try:
-        conditions = [NamespaceCondition.model_validate(item) for item in spec.get("conditions") or []]
+        conditions = [NamespaceCondition.model_validate(item) for item in raw_conditions]
     except ValidationError as error:
         raise InvalidBackend(f"{backend_id}: conditions: {describe_validation_error(error)}") from None
     return Backend(

@@ -10,10 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from managed_secrets.models.base import CamelModel
+from managed_secrets.models.schema import JsonDict, merged
+
+#: RFC 3339 times and metadata.generation, typed for the CRD as Kubernetes types them.
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Generation = Annotated[int, Field(ge=0, json_schema_extra={"format": "int64"})]
+#: Conditions of one object, at most one per type (a list-map keyed by type in the CRD).
+MAX_CONDITIONS = 32
+_CONDITION_LIST: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
 
 
 def now_rfc3339() -> str:
@@ -31,12 +40,23 @@ class Condition(CamelModel):
     """A condition as in ``metav1.Condition``: reasons are stable CamelCase words, messages never hold
     a value."""
 
-    type: str = Field(min_length=1, max_length=316)
-    status: ConditionStatus
-    reason: str = Field(min_length=1, max_length=1024)
-    message: str = Field(default="", max_length=32768)
-    observed_generation: int | None = Field(default=None, ge=0)
-    last_transition_time: str
+    model_config = ConfigDict(json_schema_extra={"description": "One condition."})
+
+    type: str = Field(min_length=1, max_length=316, description="Type of the condition, like Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Machine-readable, CamelCase reason of the last transition (Synced, BackendNotFound,"
+        " AuthFailed, RemoteKeyNotFound, ...).",
+    )
+    message: str = Field(
+        default="", max_length=32768, description="Human-readable details; never contains a secret value."
+    )
+    observed_generation: Generation | None = Field(
+        default=None, description="The metadata.generation this condition was computed for."
+    )
+    last_transition_time: Timestamp = Field(description="When the status of this condition last changed.")
 
 
 def set_condition(
@@ -77,30 +97,78 @@ def find_condition(conditions: Sequence[Condition], type_: str) -> Condition | N
 class RestartRecord(CamelModel):
     """One workload restarted because the data it consumes changed."""
 
-    kind: str
-    name: str
-    time: str
+    model_config = ConfigDict(json_schema_extra={"description": "One restart."})
+
+    kind: str = Field(min_length=1, max_length=63, description="Kind of the workload.")
+    name: str = Field(min_length=1, max_length=253, description="Name of the workload.")
+    time: Timestamp = Field(description="When the operator restarted it.")
 
 
 class ManagedSecretStatus(CamelModel):
-    observed_generation: int | None = Field(default=None, ge=0)
-    conditions: list[Condition] = Field(default_factory=list)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "Observed state, written by the operator. Never contains a secret value."
+        }
+    )
+
+    observed_generation: Generation | None = Field(
+        default=None, description="The metadata.generation the status was computed for."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=MAX_CONDITIONS,
+        json_schema_extra=_CONDITION_LIST,
+        description="Observations of the ManagedSecret's state. The Ready condition tells whether the last"
+        " reconcile succeeded; its reason is stable and machine-readable, its message names keys and"
+        " resources but never a secret value.",
+    )
     #: The Secret this ManagedSecret was last synced into (written only by the operator).
-    secret_name: str | None = None
+    secret_name: str | None = Field(default=None, description="Name of the Secret written.")
     #: Names of the keys written, never their values.
-    synced_keys: list[str] = Field(default_factory=list)
+    synced_keys: list[str] = Field(
+        default_factory=list,
+        max_length=10000,
+        json_schema_extra=merged({"items": {"description": "A Secret key."}}),
+        description="Keys the operator wrote to the Secret (names only).",
+    )
     #: When the Secret's content was last written or first verified.
-    last_sync_time: str | None = None
+    last_sync_time: Timestamp | None = Field(
+        default=None,
+        description="When the Secret's content was last written or first verified in sync (a refresh that"
+        " finds the same data does not change it).",
+    )
     #: Keyed hash of the data the workloads last restarted for (says nothing about the values).
-    data_hash: str | None = None
+    data_hash: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Keyed hash of the Secret data the workloads last restarted for (reveals nothing about"
+        " the values), so the same data never restarts a workload twice.",
+    )
     #: The most recent restarts, oldest first.
-    restarts: list[RestartRecord] = Field(default_factory=list)
+    restarts: list[RestartRecord] = Field(
+        default_factory=list, max_length=100, description="The most recent restarts, oldest first."
+    )
 
 
 class BackendStatus(CamelModel):
     """Status of a SecretBackend or ClusterSecretBackend: whether its configuration and credentials work."""
 
-    observed_generation: int | None = Field(default=None, ge=0)
-    conditions: list[Condition] = Field(default_factory=list)
+    model_config = ConfigDict(
+        json_schema_extra={"description": "Observed state of the backend, written by the operator."}
+    )
+
+    observed_generation: Generation | None = Field(
+        default=None, description="The metadata.generation the status was computed for."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=MAX_CONDITIONS,
+        json_schema_extra=_CONDITION_LIST,
+        description="Observations of the backend's state. The Ready condition tells whether its"
+        " configuration is valid and its credentials work against the store; its reason is stable and"
+        " machine-readable, its message never contains a secret value.",
+    )
     #: When the credentials were last proven to work against the store.
-    last_validated_time: str | None = None
+    last_validated_time: Timestamp | None = Field(
+        default=None, description="When the credentials were last proven to work against the store."
+    )

@@ -35,7 +35,7 @@ import botocore.exceptions
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, RefreshableCredentials
 from botocore.session import Session as BotocoreSession
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from managed_secrets.errors import (
     AuthFailed,
@@ -49,12 +49,14 @@ from managed_secrets.errors import (
 )
 from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
+from managed_secrets.models.schema import per_kind, rule, rules
 from managed_secrets.providers.base import (
     ProviderContext,
     RemoteKey,
     SecretKeyRef,
     SecretProvider,
     ServiceAccountRef,
+    audiences_doc,
     parse_config,
 )
 from managed_secrets.providers.keys import refuse_ambiguous_version, refuse_if_ambiguous
@@ -68,32 +70,113 @@ class AWSService(StrEnum):
     PARAMETER_STORE = "ParameterStore"
 
 
+#: Audience of the projected token STS accepts by default for IRSA.
+DEFAULT_WEB_IDENTITY_AUDIENCE = "sts.amazonaws.com"
+
+
 class AWSSecretRef(CamelModel):
-    access_key_id: SecretKeyRef = Field(alias="accessKeyID")
-    secret_access_key: SecretKeyRef
-    session_token: SecretKeyRef | None = None
+    access_key_id: SecretKeyRef = Field(
+        alias="accessKeyID", description="The Secret key holding the access key ID."
+    )
+    secret_access_key: SecretKeyRef = Field(description="The Secret key holding the secret access key.")
+    session_token: SecretKeyRef | None = Field(
+        default=None, description="The Secret key holding a session token, for temporary credentials."
+    )
 
 
 class AWSJWTAuth(CamelModel):
-    service_account_ref: ServiceAccountRef
+    service_account_ref: ServiceAccountRef = Field(
+        description="The ServiceAccount whose token is exchanged; the token's audience is"
+        f" {DEFAULT_WEB_IDENTITY_AUDIENCE} unless audiences says otherwise.",
+        json_schema_extra=audiences_doc(DEFAULT_WEB_IDENTITY_AUDIENCE),
+    )
+
+
+_AUTH_DOC = (
+    "Credentials for AWS. Set at most one of secretRef or jwt; without an auth block the operator uses the"
+    " default credential chain of its own pod (environment, IRSA / EKS Pod Identity, instance profile)"
+)
 
 
 class AWSAuth(CamelModel):
-    secret_ref: AWSSecretRef | None = None
-    jwt: AWSJWTAuth | None = None
+    # The provider refuses both at once too (_Session).
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            rule(
+                "!(has(self.secretRef) && has(self.jwt))",
+                "set at most one of aws.auth.secretRef or aws.auth.jwt",
+            )
+        )
+    )
+
+    secret_ref: AWSSecretRef | None = Field(
+        default=None, description="Static access keys read from Kubernetes Secrets."
+    )
+    jwt: AWSJWTAuth | None = Field(
+        default=None,
+        description="Web identity (IRSA-style): the operator requests a token for serviceAccountRef and"
+        " exchanges it through sts:AssumeRoleWithWebIdentity for the role.",
+    )
 
 
 class AWSConfig(CamelModel):
-    service: AWSService = AWSService.SECRETS_MANAGER
-    region: str = Field(min_length=1)
-    endpoint: str | None = None
-    auth: AWSAuth | None = None
-    role: str | None = None
-    external_id: str | None = Field(default=None, alias="externalID")
+    # The provider checks the same combinations when it builds its session (_Session).
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            rule(
+                "!has(self.auth) || !has(self.auth.jwt) || has(self.role)",
+                "aws.role is required with aws.auth.jwt (the role to assume with the web identity)",
+            ),
+            rule("!has(self.externalID) || has(self.role)", "aws.externalID needs aws.role"),
+            description="AWS Secrets Manager or Systems Manager Parameter Store. Remote keys are secret"
+            " names or ARNs (Secrets Manager) or parameter names (Parameter Store, decrypted).",
+        )
+    )
+
+    service: AWSService = Field(
+        default=AWSService.SECRETS_MANAGER, description="Which AWS service stores the secrets."
+    )
+    region: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="AWS region of the secrets, like eu-central-1.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Custom endpoint URL of the service (VPC endpoint, or a local test server). Unset: the"
+        " service's public endpoint for the region. An endpoint other than AWS's public ones must be"
+        " allowed by the operator (--allowed-store-endpoint).",
+    )
+    auth: AWSAuth | None = Field(
+        default=None,
+        json_schema_extra=per_kind(
+            SecretBackend={
+                "description": f"{_AUTH_DOC}, which a SecretBackend may do only if the operator runs with"
+                " --allow-operator-identity-for-secretbackends (a ClusterSecretBackend may)."
+            },
+            ClusterSecretBackend={"description": f"{_AUTH_DOC}."},
+        ),
+    )
+    role: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$",
+        description="ARN of an IAM role to assume (sts:AssumeRole) with the credentials above before"
+        " reading; required with auth.jwt, which assumes it with the web identity token.",
+    )
+    external_id: str | None = Field(
+        default=None,
+        alias="externalID",
+        min_length=2,
+        max_length=1224,
+        description="External ID passed when assuming role.",
+    )
 
 
-#: Audience of the projected token STS accepts by default for IRSA.
-DEFAULT_WEB_IDENTITY_AUDIENCE = "sts.amazonaws.com"
 SECRETS_MANAGER_MAX_BATCH = 20
 PARAMETER_STORE_MAX_BATCH = 10
 SESSION_NAME = "managed-secrets"

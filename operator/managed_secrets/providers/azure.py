@@ -54,7 +54,7 @@ from azure.identity import (
     WorkloadIdentityCredential,
 )
 from azure.keyvault.secrets import SecretClient
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from managed_secrets.errors import (
     AuthFailed,
@@ -68,12 +68,14 @@ from managed_secrets.errors import (
 )
 from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
+from managed_secrets.models.schema import per_kind, rule, rules
 from managed_secrets.providers.base import (
     ProviderContext,
     RemoteKey,
     SecretKeyRef,
     SecretProvider,
     ServiceAccountRef,
+    audiences_doc,
     parse_config,
 )
 from managed_secrets.providers.keys import refuse_if_ambiguous
@@ -97,17 +99,89 @@ class AzureAuthType(StrEnum):
 
 
 class AzureAuthSecretRef(CamelModel):
-    client_id: SecretKeyRef | None = Field(default=None, alias="clientID")
-    client_secret: SecretKeyRef | None = None
+    # The API server requires both; the provider still accepts the client ID from azure.clientID.
+    model_config = ConfigDict(json_schema_extra={"required": ["clientID", "clientSecret"]})
+
+    client_id: SecretKeyRef | None = Field(
+        default=None, alias="clientID", description="The Secret key holding the application (client) ID."
+    )
+    client_secret: SecretKeyRef | None = Field(
+        default=None, description="The Secret key holding the client secret."
+    )
+
+
+_AUTH_TYPE_DOC = (
+    "How the operator authenticates: ServicePrincipal (client ID and secret from authSecretRef),"
+    " ManagedIdentity (the managed identity of the node or pod; clientID picks a user-assigned one) or"
+    " WorkloadIdentity (a token requested for serviceAccountRef, exchanged for the application clientID in"
+    " tenantID)."
+)
 
 
 class AzureConfig(CamelModel):
-    vault_url: str = Field(alias="vaultURL", min_length=1)
-    tenant_id: str | None = Field(default=None, alias="tenantID")
-    auth_type: AzureAuthType = AzureAuthType.SERVICE_PRINCIPAL
-    auth_secret_ref: AzureAuthSecretRef | None = None
-    client_id: str | None = Field(default=None, alias="clientID")
-    service_account_ref: ServiceAccountRef | None = None
+    # The provider checks the same combinations (AzureKeyVaultProvider._check_auth_settings).
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            rule(
+                "self.authType != 'ServicePrincipal' || (has(self.authSecretRef) && has(self.tenantID))",
+                "azure.authType ServicePrincipal needs authSecretRef and tenantID",
+            ),
+            rule(
+                "self.authType != 'WorkloadIdentity' || (has(self.serviceAccountRef) && has(self.clientID)"
+                " && has(self.tenantID))",
+                "azure.authType WorkloadIdentity needs serviceAccountRef, clientID and tenantID",
+            ),
+            description="Azure Key Vault secrets. Remote keys are secret names; versions are Key Vault"
+            " version IDs, latest when unset.",
+        )
+    )
+
+    vault_url: str = Field(
+        alias="vaultURL",
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https://",
+        description="URL of the key vault, like https://my-vault.vault.azure.net (Azure's public key vault"
+        " hosts are allowed; any other must be allowed by the operator with --allowed-store-endpoint).",
+    )
+    tenant_id: str | None = Field(
+        default=None,
+        alias="tenantID",
+        min_length=1,
+        max_length=256,
+        description="Microsoft Entra tenant ID (GUID or domain). Required for ServicePrincipal and"
+        " WorkloadIdentity.",
+    )
+    auth_type: AzureAuthType = Field(
+        default=AzureAuthType.SERVICE_PRINCIPAL,
+        json_schema_extra=per_kind(
+            SecretBackend={
+                "description": f"{_AUTH_TYPE_DOC[:-1]}. ManagedIdentity is the operator's own identity: a"
+                " SecretBackend may use it only if the operator runs with"
+                " --allow-operator-identity-for-secretbackends."
+            },
+            ClusterSecretBackend={"description": _AUTH_TYPE_DOC},
+        ),
+    )
+    auth_secret_ref: AzureAuthSecretRef | None = Field(
+        default=None,
+        description="Client credentials of a service principal, read from Kubernetes Secrets (authType"
+        " ServicePrincipal).",
+    )
+    client_id: str | None = Field(
+        default=None,
+        alias="clientID",
+        min_length=1,
+        max_length=256,
+        description="Application (client) ID for WorkloadIdentity, or of a user-assigned managed identity"
+        " for ManagedIdentity.",
+    )
+    service_account_ref: ServiceAccountRef | None = Field(
+        default=None,
+        description="The ServiceAccount whose token is exchanged for an Entra token (authType"
+        f" WorkloadIdentity; audience {DEFAULT_FEDERATION_AUDIENCE} unless audiences says otherwise).",
+        json_schema_extra=audiences_doc(DEFAULT_FEDERATION_AUDIENCE),
+    )
 
 
 def _inner_error_code(error: HttpResponseError) -> str:

@@ -11,12 +11,13 @@ worker threads so they never block the operator's event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from managed_secrets.api import ALLOWED_BACKENDS_ANNOTATION, CLUSTER_SECRET_BACKEND_KIND, SECRET_BACKEND_KIND
 from managed_secrets.errors import (
     AuthFailed,
     CredentialNotAllowed,
@@ -26,7 +27,18 @@ from managed_secrets.errors import (
 )
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.parse import describe_validation_error
+from managed_secrets.models.schema import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    SECRET_KEY,
+    JsonDict,
+    merged,
+    per_kind,
+    rule,
+    rules,
+)
 from managed_secrets.providers.guard import (
+    TOKEN_EXPIRATION_SECONDS,
     BackendName,
     CredentialPolicy,
     Endpoint,
@@ -79,20 +91,103 @@ class CredentialSource(Protocol):
         ...
 
 
+def _namespace_rules(what: str) -> JsonDict:
+    """The CRD's texts and rule for a credential reference's namespace, by backend kind (what
+    ``ProviderContext.namespace_for`` enforces when the operator reads the credential)."""
+    return per_kind(
+        **{
+            SECRET_BACKEND_KIND: rules(
+                rule(
+                    "!has(self.namespace)",
+                    "a SecretBackend can only use credentials in its own namespace: remove namespace (use a"
+                    " ClusterSecretBackend to read credentials from another namespace)",
+                ),
+                properties={
+                    "namespace": {
+                        "description": f"Must be omitted in a SecretBackend: the {what} is always looked up"
+                        " in the SecretBackend's own namespace, so that nobody who may create a"
+                        " SecretBackend can use credentials from another namespace. Required in a"
+                        " ClusterSecretBackend."
+                    }
+                },
+            ),
+            CLUSTER_SECRET_BACKEND_KIND: rules(
+                rule(
+                    "has(self.namespace)",
+                    "namespace is required: a ClusterSecretBackend has no namespace of its own to default to",
+                ),
+                properties={
+                    "namespace": {
+                        "description": f"Namespace of the {what}. Required in a ClusterSecretBackend, which"
+                        " has no namespace of its own."
+                    }
+                },
+            ),
+        }
+    )
+
+
+Namespace = Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
+
+
 class SecretKeyRef(CamelModel):
     """A key of a Kubernetes Secret holding a credential (the same shape in every provider block)."""
 
-    name: str
-    key: str
-    namespace: str | None = None
+    model_config = ConfigDict(json_schema_extra=_namespace_rules("Secret"))
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Name of the Kubernetes Secret. Its owner opts it in with the annotation"
+        f" {ALLOWED_BACKENDS_ANNOTATION} listing this backend (SecretBackend/<name> or"
+        " ClusterSecretBackend/<name>).",
+    )
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY,
+        description="Key in the Secret's data that holds the value.",
+    )
+    namespace: Namespace | None = None
 
 
 class ServiceAccountRef(CamelModel):
     """A ServiceAccount whose TokenRequest token proves the operator's identity to a store."""
 
-    name: str
-    namespace: str | None = None
-    audiences: list[str] = Field(default_factory=list)
+    model_config = ConfigDict(json_schema_extra=_namespace_rules("ServiceAccount"))
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN,
+        description="Name of the ServiceAccount. The operator requests a short-lived token for it through"
+        " the TokenRequest API (the ServiceAccount must exist and be opted in with the annotation"
+        f" {ALLOWED_BACKENDS_ANNOTATION} listing this backend).",
+    )
+    namespace: Namespace | None = None
+    audiences: list[Annotated[str, Field(min_length=1, max_length=1024)]] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra=merged({"items": {"description": "One audience."}}),
+    )
+
+
+def audiences_doc(default: str) -> Callable[[JsonDict], None]:
+    """``json_schema_extra`` for a ``ServiceAccountRef`` field: the text of its audiences, naming the
+    audience the provider asks for when none is set."""
+    return merged(
+        {
+            "properties": {
+                "audiences": {
+                    "description": "Audiences of the requested token (valid"
+                    f" {TOKEN_EXPIRATION_SECONDS} s), which the store must accept. Empty: {default}. An"
+                    " audience the Kubernetes API server accepts is refused, so the token never works"
+                    " against the Kubernetes API."
+                }
+            }
+        }
+    )
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports.gr
     SecretManagerServiceGrpcTransport,
 )
 from google.oauth2 import service_account
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from managed_secrets.errors import (
     AuthFailed,
@@ -52,6 +52,7 @@ from managed_secrets.errors import (
 )
 from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
+from managed_secrets.models.schema import per_kind
 from managed_secrets.providers.base import (
     ProviderContext,
     RemoteKey,
@@ -76,17 +77,59 @@ _LATEST = "latest"
 
 
 class GCPSecretRef(CamelModel):
-    secret_access_key: SecretKeyRef
+    secret_access_key: SecretKeyRef = Field(
+        description="The Secret key holding the service-account key file (JSON)."
+    )
 
 
 class GCPAuth(CamelModel):
-    secret_ref: GCPSecretRef | None = None
+    secret_ref: GCPSecretRef | None = Field(
+        default=None, description="A service-account key read from a Kubernetes Secret."
+    )
+
+
+_AUTH_DOC = (
+    "Credentials for Google Cloud. Without an auth block the operator uses Application Default Credentials"
+    " of its own pod (GKE Workload Identity, metadata server, GOOGLE_APPLICATION_CREDENTIALS)"
+)
 
 
 class GCPConfig(CamelModel):
-    project_id: str = Field(alias="projectID", min_length=1)
-    endpoint: str | None = None
-    auth: GCPAuth | None = None
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "Google Cloud Secret Manager. Remote keys are secret IDs in projectID (or full"
+            " projects/<p>/secrets/<s> names); versions are version numbers, latest when unset."
+        }
+    )
+
+    project_id: str = Field(
+        alias="projectID",
+        min_length=1,
+        max_length=128,
+        pattern=_PROJECT_ID.pattern,
+        description="ID of the Google Cloud project that holds the secrets (domain-scoped IDs like"
+        " example.com:my-project are accepted).",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^/\s:]+:[0-9]{1,5}$",
+        description="API endpoint as host:port, for a local emulator: it is reached over plaintext gRPC,"
+        " and configured credentials are sent as a self-signed JWT in clear text, so use it only on a"
+        " trusted network. Unset: secretmanager.googleapis.com over TLS. It must be allowed by the operator"
+        " (--allowed-store-endpoint http://host:port).",
+    )
+    auth: GCPAuth | None = Field(
+        default=None,
+        json_schema_extra=per_kind(
+            SecretBackend={
+                "description": f"{_AUTH_DOC}, which a SecretBackend may do only if the operator runs with"
+                " --allow-operator-identity-for-secretbackends."
+            },
+            ClusterSecretBackend={"description": f"{_AUTH_DOC}."},
+        ),
+    )
 
 
 def crc32c(data: bytes) -> int:

@@ -30,6 +30,7 @@ import hvac
 import hvac.exceptions
 import requests
 import requests.adapters
+from pydantic import ConfigDict, Field
 
 from managed_secrets.errors import (
     AuthFailed,
@@ -40,12 +41,14 @@ from managed_secrets.errors import (
     VersionNotFound,
 )
 from managed_secrets.models.base import CamelModel
+from managed_secrets.models.schema import rule, rules
 from managed_secrets.providers.base import (
     ProviderContext,
     RemoteKey,
     SecretKeyRef,
     SecretProvider,
     ServiceAccountRef,
+    audiences_doc,
     parse_config,
 )
 from managed_secrets.providers.keys import refuse_if_ambiguous
@@ -58,35 +61,114 @@ class KVVersion(StrEnum):
     V2 = "v2"
 
 
+#: Audience of the Kubernetes-auth token unless the backend names one (as ESO's and VSO's examples do);
+#: the Vault role's ``audience`` must be set to it.
+DEFAULT_KUBERNETES_AUDIENCE = "vault"
+
+
 class TokenAuth(CamelModel):
-    secret_ref: SecretKeyRef
+    secret_ref: SecretKeyRef = Field(description="The Secret key holding the Vault token.")
 
 
 class KubernetesAuth(CamelModel):
-    mount_path: str = "kubernetes"
-    role: str
-    service_account_ref: ServiceAccountRef
+    mount_path: str = Field(
+        default="kubernetes",
+        min_length=1,
+        max_length=1024,
+        description="Mount path of the Kubernetes auth method in Vault.",
+    )
+    role: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Vault role to log in as (bound to the ServiceAccount's name and namespace).",
+    )
+    service_account_ref: ServiceAccountRef = Field(
+        description="The ServiceAccount whose token is presented to Vault.",
+        json_schema_extra=audiences_doc(DEFAULT_KUBERNETES_AUDIENCE),
+    )
 
 
 class AppRoleAuth(CamelModel):
-    mount_path: str = "approle"
-    role_id: str
-    secret_ref: SecretKeyRef
+    mount_path: str = Field(
+        default="approle",
+        min_length=1,
+        max_length=1024,
+        description="Mount path of the AppRole auth method in Vault.",
+    )
+    role_id: str = Field(min_length=1, max_length=1024, description="The AppRole's role ID.")
+    secret_ref: SecretKeyRef = Field(description="The Secret key holding the AppRole's secret ID.")
 
 
 class VaultAuth(CamelModel):
-    token: TokenAuth | None = None
-    kubernetes: KubernetesAuth | None = None
-    app_role: AppRoleAuth | None = None
+    # The provider refuses anything but exactly one method too (VaultProvider).
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            rule(
+                "[has(self.token), has(self.kubernetes), has(self.appRole)].filter(x, x).size() == 1",
+                "set exactly one of vault.auth.token, vault.auth.kubernetes or vault.auth.appRole",
+            )
+        )
+    )
+
+    token: TokenAuth | None = Field(
+        default=None,
+        description="A static Vault token read from a Kubernetes Secret. It is read again when Vault"
+        " refuses it, so rotating the Secret is enough.",
+    )
+    kubernetes: KubernetesAuth | None = Field(
+        default=None,
+        description="Vault's Kubernetes auth method: the operator requests a short-lived token for"
+        " serviceAccountRef and logs in with it; Vault checks it through TokenReview.",
+    )
+    app_role: AppRoleAuth | None = Field(
+        default=None,
+        description="Vault's AppRole auth method: role ID here, secret ID in a Kubernetes Secret.",
+    )
 
 
 class VaultConfig(CamelModel):
-    server: str
-    path: str = "secret"
-    version: KVVersion = KVVersion.V2
-    namespace: str | None = None
-    ca_bundle: str | None = None
-    auth: VaultAuth
+    model_config = ConfigDict(
+        json_schema_extra={
+            "description": "HashiCorp Vault or OpenBao, KV secrets engine version 1 or 2. Remote keys are"
+            " paths below the mount (app/db reads <path>/data/app/db on KV v2); a value is the key's whole"
+            " data map, as JSON, so use remoteRef.property to pick one field or dataFrom.extract to take"
+            " them all."
+        }
+    )
+
+    server: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Address of the Vault server, like https://vault.example.com:8200. It must be one of"
+        " the operator's allowed store endpoints (--allowed-store-endpoint); redirects elsewhere are"
+        " refused.",
+    )
+    path: str = Field(
+        default="secret", min_length=1, max_length=1024, description="Mount path of the KV secrets engine."
+    )
+    version: KVVersion = Field(
+        default=KVVersion.V2,
+        description="Version of the KV secrets engine: v2 (versioned, the default of `vault server -dev`) or"
+        " v1 (unversioned: remoteRef.version cannot be used).",
+    )
+    namespace: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Vault Enterprise / OpenBao namespace to use (X-Vault-Namespace). Unset: the root"
+        " namespace.",
+    )
+    ca_bundle: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PEM-encoded CA certificates to trust for the server's TLS certificate, base64-encoded"
+        " (a raw PEM string is accepted too). Unset: the system's trust store.",
+    )
+    auth: VaultAuth = Field(
+        description="How the operator logs in to Vault. Set exactly one of token, kubernetes or appRole."
+        " Login tokens are kept and renewed while they live, not obtained again for every read."
+    )
 
 
 #: Renew a login token once this share of its lifetime has passed.
@@ -101,11 +183,6 @@ def kv2_version(text: str, where: str) -> int:
     if not _KV2_VERSION.fullmatch(text):
         raise VersionNotFound(f"{where}: version {text!r} is not a KV v2 version (a number from 1)")
     return int(text)
-
-
-#: Audience of the Kubernetes-auth token unless the backend names one (as ESO's and VSO's examples do);
-#: the Vault role's ``audience`` must be set to it.
-DEFAULT_KUBERNETES_AUDIENCE = "vault"
 
 
 class _AllowlistedSession(requests.Session):
