@@ -6,14 +6,10 @@ The writer half of runtime/backend_status.py; the operator's RBAC grants ``patch
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
-import urllib3
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from managed_secrets import errors
 from managed_secrets.api import (
@@ -23,74 +19,67 @@ from managed_secrets.api import (
     SECRET_BACKENDS_PLURAL,
     VERSION,
 )
-from managed_secrets.kube.raw import release
+from managed_secrets.kube.edge import Translation, send
+from managed_secrets.kube.events import KubeEvents
 from managed_secrets.models.backend import BackendId
 from managed_secrets.models.managedsecret import BackendKind
 
-log = logging.getLogger(__name__)
-
+UPDATE = Translation(errors.WriteFailed)
 #: Where Kubernetes tools look for the Events of cluster-scoped objects.
 CLUSTER_EVENTS_NAMESPACE = "default"
 
 
 class KubeBackendStatus:
-    """Implements ``runtime.backend_status.BackendStatusWriter``."""
+    """Implements ``runtime.backend_status.BackendStatusWriter``; a backend deleted meanwhile is not an
+    error."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
+        self._events = KubeEvents(api_client)
 
     def patch_backend_status(self, key: BackendId, patch: Mapping[str, Any]) -> None:
-        kind, namespace, name = key.kind, key.namespace, key.name
         body = {"status": dict(patch)}
-        try:
-            if kind is BackendKind.CLUSTER_SECRET_BACKEND:
-                response = self._custom.patch_cluster_custom_object_status(
-                    GROUP, VERSION, CLUSTER_SECRET_BACKENDS_PLURAL, name, body, _preload_content=False
-                )
-            else:
-                response = self._custom.patch_namespaced_custom_object_status(
-                    GROUP,
-                    VERSION,
-                    namespace or "",
-                    SECRET_BACKENDS_PLURAL,
-                    name,
-                    body,
-                    _preload_content=False,
-                )
-            release(response)
-        except ApiException as error:
-            if error.status == 404:
-                return  # deleted meanwhile
-            # The status code only: the server's text may quote the patch.
-            raise errors.WriteFailed(f"updating status of {key}: HTTP {error.status}") from None
-        except urllib3.exceptions.HTTPError as error:
-            raise errors.WriteFailed(f"updating status of {key}: {type(error).__name__}") from None
+        what = f"updating status of {key}"
+        if key.kind is BackendKind.CLUSTER_SECRET_BACKEND:
+            send(
+                what,
+                UPDATE,
+                self._custom.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                CLUSTER_SECRET_BACKENDS_PLURAL,
+                key.name,
+                body,
+                missing_ok=True,
+            )
+        else:
+            send(
+                what,
+                UPDATE,
+                self._custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                key.namespace or "",
+                SECRET_BACKENDS_PLURAL,
+                key.name,
+                body,
+                missing_ok=True,
+            )
 
     def post_backend_event(self, key: BackendId, uid: str, *, reason: str, message: str, type_: str) -> None:
         """An Event on the backend; failures are logged, not raised (the status holds the same news)."""
-        kind, namespace, name = key.kind, key.namespace, key.name
-        events_namespace = namespace or CLUSTER_EVENTS_NAMESPACE
-        involved: dict[str, str] = {"apiVersion": API_VERSION, "kind": kind.value, "name": name, "uid": uid}
-        if namespace:
-            involved["namespace"] = namespace
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": events_namespace},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message[:1024],
-            "type": type_,
-            "source": {"component": "managed-secrets"},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-            "reportingComponent": "managed-secrets",
-            "reportingInstance": "managed-secrets",
+        involved: dict[str, str] = {
+            "apiVersion": API_VERSION,
+            "kind": key.kind.value,
+            "name": key.name,
+            "uid": uid,
         }
-        try:
-            release(self._core.create_namespaced_event(events_namespace, body, _preload_content=False))
-        except (ApiException, urllib3.exceptions.HTTPError) as error:
-            log.warning("could not post event %s on %s: %s", reason, key, type(error).__name__)
+        if key.namespace:
+            involved["namespace"] = key.namespace
+        self._events.post_event(
+            involved,
+            reason=reason,
+            message=message,
+            type_=type_,
+            events_namespace=key.namespace or CLUSTER_EVENTS_NAMESPACE,
+        )

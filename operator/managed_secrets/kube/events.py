@@ -29,9 +29,11 @@ class KubeEvents:
         reason: str,
         message: str,
         type_: str = "Normal",
+        events_namespace: str | None = None,
     ) -> None:
-        """Failures are logged, not raised: an Event is never worth failing a sync for."""
-        namespace = involved["namespace"]
+        """Failures are logged, not raised: an Event is never worth failing a sync for.
+        ``events_namespace``: where the Event goes, for a cluster-scoped object (default: its own)."""
+        namespace = events_namespace or involved["namespace"]
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         body = {
             "apiVersion": "v1",
@@ -50,7 +52,7 @@ class KubeEvents:
         }
         try:
             send(
-                f"posting event {reason} on {namespace}/{involved.get('name')}",
+                f"posting event {reason} on {'/'.join(filter(None, (involved.get('namespace'), involved.get('name'))))}",
                 POST,
                 self._core.create_namespaced_event,
                 namespace,
