@@ -110,6 +110,8 @@ def operator(
         backoff_max=2.0,
         log_level="DEBUG",
         allowed_store_endpoints=TEST_STORE_ENDPOINTS,
+        # Backend status is tests/test_backend_status.py's, whose operator must be its only writer.
+        backend_status=False,
     )
     runner = OperatorRunner(config).start()
     yield runner

@@ -35,6 +35,9 @@ from managed_secrets.models.managedsecret import BackendKind
 #: Seconds between validations of an unchanged backend in this module's operator.
 INTERVAL = 1.5
 BOUND = 30.0
+#: The module's operator, by name in its Events: the session's operator watches the whole cluster and
+#: validates these backends too, and its Events are not what these tests count.
+INSTANCE = f"backend-status-{secrets.token_hex(3)}"
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,7 @@ def status_operator(
             backoff_base=0.3,
             backoff_max=2.0,
             backend_validation_interval=INTERVAL,
+            instance=INSTANCE,
             provider_options={"timeout_seconds": 3, "max_attempts": 1},
             log_level="DEBUG",
             allowed_store_endpoints=TEST_STORE_ENDPOINTS,
@@ -156,7 +160,11 @@ def key_of(namespace: str, name: str) -> BackendId:
 
 
 def events_for(kube: Kube, namespace: str, name: str) -> list[k8s.CoreV1Event]:
-    return [e for e in kube.events(namespace) if e.involved_object.name == name]
+    return [
+        e
+        for e in kube.events(namespace)
+        if e.involved_object.name == name and e.reporting_instance == INSTANCE
+    ]
 
 
 # -- Vault ---------------------------------------------------------------------------------------------

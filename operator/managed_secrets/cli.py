@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
         " still work (their Ready condition; jittered; 0: only when a backend changes; default 300)",
     )
     run.add_argument(
+        "--no-backend-status",
+        dest="backend_status",
+        action="store_const",
+        const=False,
+        default=None,
+        help="validate no backend and leave their status alone (when another operator reports it)",
+    )
+    run.add_argument(
         "--template-timeout",
         type=float,
         default=None,
@@ -126,6 +134,7 @@ def _config(args: argparse.Namespace) -> OperatorConfig:
         "workers_per_namespace": args.workers_per_namespace,
         "stall_timeout": args.stall_timeout,
         "backend_validation_interval": args.backend_validation_interval,
+        "backend_status": args.backend_status,
         "template_timeout": args.template_timeout,
         "template_max_output": args.template_max_output,
         "template_memory_mib": args.template_memory_mib,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,16 @@ def default_operator_namespace(
     return from_file or DEFAULT_OPERATOR_NAMESPACE
 
 
+def default_instance(environ: Mapping[str, str] | None = None) -> str:
+    """MANAGED_SECRETS_INSTANCE, else POD_NAME (the chart sets it from the Downward API), else the host
+    name: the replica's name in its Events (``reportingInstance``)."""
+    env = os.environ if environ is None else environ
+    for name in ("MANAGED_SECRETS_INSTANCE", "POD_NAME"):
+        if value := env.get(name, "").strip():
+            return value
+    return socket.gethostname() or "managed-secrets"
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     return tuple(item for item in _env(name, "").replace(",", " ").split() if item)
 
@@ -72,12 +83,16 @@ class OperatorConfig:
     backoff_max: float = 300.0
     #: Seconds between validations of an unchanged backend (its Ready condition); 0: only on change.
     backend_validation_interval: float = 300.0
+    #: Write the backends' Ready condition; off for an operator that must leave it to another one.
+    backend_status: bool = True
     #: Passed to providers (timeouts, test hooks); no credentials here.
     provider_options: dict[str, Any] = field(default_factory=dict)
     #: Kubeconfig to use; empty: in-cluster, else the usual KUBECONFIG / ~/.kube/config.
     kubeconfig: str = ""
     #: The operator's own namespace; holds the HMAC key Secret (see default_operator_namespace).
     operator_namespace: str = field(default_factory=default_operator_namespace)
+    #: This replica's name, in its Events (see default_instance).
+    instance: str = field(default_factory=default_instance)
     #: Secret (created when absent) with the key of the restart annotations and of status.dataHash.
     hmac_key_secret: str = "managed-secrets-hmac-key"  # noqa: S105 - the name of a Secret
     #: Store endpoints (scheme://host[:port], ``*`` for one host label or any port) credentials may be
@@ -124,6 +139,7 @@ class OperatorConfig:
             backoff_base=_number("BACKOFF_BASE", "5", float),
             backoff_max=_number("BACKOFF_MAX", "300", float),
             backend_validation_interval=_number("BACKEND_VALIDATION_INTERVAL", "300", float),
+            backend_status=_env("BACKEND_STATUS", "true").lower() in ("1", "true", "yes"),
             kubeconfig=_env("KUBECONFIG", os.environ.get("KUBECONFIG", "")),
             allowed_store_endpoints=_env_list("ALLOWED_STORE_ENDPOINTS"),
             api_audiences=_env_list("API_AUDIENCES"),

@@ -415,7 +415,7 @@ def test_missing_credentials_secret_is_auth_failed(moto: MotoServer, remote: Sec
     [
         ({"endpoint": "http://127.0.0.1:1"}, "region"),
         ({"region": "us-east-1", "auth": {"jwt": {"serviceAccountRef": {"name": "app"}}}}, "aws.role"),
-        ({"region": "us-east-1", "externalID": "x"}, "aws.role"),
+        ({"region": "us-east-1", "externalID": "ext-1234"}, "aws.role"),
         ({"region": "us-east-1", "service": "Elsewhere"}, "service"),
     ],
 )

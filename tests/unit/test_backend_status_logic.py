@@ -382,3 +382,22 @@ def test_a_credential_not_opted_in_and_an_endpoint_not_allowed_are_refused_befor
     assert (elsewhere.status, elsewhere.reason) == (ConditionStatus.FALSE, "EndpointNotAllowed")
     assert len(credentials.reads) == reads  # nothing read for a store outside the allowlist
     pool.close()
+
+
+def test_a_disabled_reporter_tells_changes_from_echoes_but_validates_and_writes_nothing() -> None:
+    async def scenario() -> None:
+        writer = FakeWriter()
+        reporter = BackendStatusReporter(
+            FakeProviders(), writer, BackendStatusSettings(enabled=False, interval=0.05)
+        )
+        await reporter.start()
+        try:
+            assert reporter.observe(BackendKind.SECRET_BACKEND, with_mode("ok"))
+            assert not reporter.observe(BackendKind.SECRET_BACKEND, with_mode("ok"))
+            assert reporter.observe(BackendKind.SECRET_BACKEND, with_mode("ok", generation=2))
+            await asyncio.sleep(0.3)
+            assert (reporter.validations, writer.patches, writer.events) == (0, [], [])
+        finally:
+            await reporter.stop()
+
+    asyncio.run(scenario())

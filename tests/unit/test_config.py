@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
 from managed_secrets import cli
-from managed_secrets.config import OperatorConfig, default_operator_namespace
+from managed_secrets.config import OperatorConfig, default_instance, default_operator_namespace
 from managed_secrets.runtime.factory import StartupError
 
 
@@ -117,3 +118,18 @@ def test_backend_validation_interval_from_env_and_flag(monkeypatch: pytest.Monke
     assert OperatorConfig.from_env().backend_validation_interval == 60.0
     args = cli._parser().parse_args(["run", "--backend-validation-interval", "0"])
     assert cli._config(args).backend_validation_interval == 0.0
+
+
+def test_instance_is_the_pod_name_unless_set() -> None:
+    assert default_instance({"MANAGED_SECRETS_INSTANCE": "a", "POD_NAME": "pod-1"}) == "a"
+    assert default_instance({"POD_NAME": " pod-1 "}) == "pod-1"
+    assert default_instance({}) == (socket.gethostname() or "managed-secrets")
+
+
+def test_backend_status_can_be_left_to_another_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert OperatorConfig().backend_status
+    monkeypatch.setenv("MANAGED_SECRETS_BACKEND_STATUS", "false")
+    assert not OperatorConfig.from_env().backend_status
+    monkeypatch.delenv("MANAGED_SECRETS_BACKEND_STATUS")
+    assert not cli._config(cli._parser().parse_args(["run", "--no-backend-status"])).backend_status
+    assert cli._config(cli._parser().parse_args(["run"])).backend_status

@@ -33,9 +33,9 @@ class KubeBackendStatus:
     """Implements ``runtime.backend_status.BackendStatusWriter``; a backend deleted meanwhile is not an
     error."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, *, instance: str = "managed-secrets") -> None:
         self._custom = client.CustomObjectsApi(api_client)
-        self._events = KubeEvents(api_client)
+        self._events = KubeEvents(api_client, instance=instance)
 
     def patch_backend_status(self, key: BackendId, patch: Mapping[str, Any]) -> None:
         body = {"status": dict(patch)}

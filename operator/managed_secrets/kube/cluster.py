@@ -38,12 +38,13 @@ class KubeCluster:
         *,
         clock: Callable[[], float] = time.monotonic,
         own_writes: OwnWrites | None = None,
+        instance: str = "managed-secrets",
     ) -> None:
         self.secrets = KubeSecrets(api_client, own_writes=own_writes)
         self.reader = KubeReader(api_client, clock=clock)
         self.credentials = KubeCredentials(api_client)
         self.status = KubeManagedSecretStatus(api_client)
-        self.events = KubeEvents(api_client)
+        self.events = KubeEvents(api_client, instance=instance)
 
     @property
     def secret_writes(self) -> dict[str, int]:

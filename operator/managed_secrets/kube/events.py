@@ -19,8 +19,10 @@ POST = Translation(errors.WriteFailed)
 class KubeEvents:
     """Implements the ``post_event`` of the controller's StatusWriter and the rollouts' EventWriter."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, *, instance: str = "managed-secrets") -> None:
         self._core = client.CoreV1Api(api_client)
+        #: reportingInstance of the Events: which replica saw it (the pod name in a cluster).
+        self._instance = instance
 
     def post_event(
         self,
@@ -48,7 +50,7 @@ class KubeEvents:
             "lastTimestamp": now,
             "count": 1,
             "reportingComponent": "managed-secrets",
-            "reportingInstance": "managed-secrets",
+            "reportingInstance": self._instance,
         }
         try:
             send(

@@ -56,6 +56,9 @@ BackendKey = BackendId
 
 @dataclass(frozen=True)
 class BackendStatusSettings:
+    #: False: track backends (to tell spec changes from status echoes) but validate and write nothing,
+    #: for an operator that must leave backend status to another one.
+    enabled: bool = True
     #: Seconds between validations of an unchanged backend; 0: only when it changes.
     interval: float = 300.0
     #: Each interval is drawn from interval * (1 ± jitter), so backends created together spread out.
@@ -299,7 +302,7 @@ class BackendStatusReporter:
 
     def _enqueue(self, key: BackendKey) -> None:
         state = self._states.get(key)
-        if state is None:
+        if state is None or not self._settings.enabled:
             return
         if state.timer is not None:
             state.timer.cancel()
@@ -312,6 +315,8 @@ class BackendStatusReporter:
             self._wakeup.set()
 
     def _schedule(self, state: _State, delay: float) -> None:
+        if not self._settings.enabled:
+            return
         if state.timer is not None:
             state.timer.cancel()
         state.timer = asyncio.get_running_loop().call_later(delay, self._enqueue, state.key)

@@ -165,7 +165,7 @@ class Runtime:
 
 def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = None) -> Runtime:
     api = make_api_client(config)
-    cluster = KubeCluster(api)
+    cluster = KubeCluster(api, instance=config.instance)
     providers = ProviderPool(
         registry or ProviderRegistry(),
         cluster,
@@ -230,8 +230,9 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
     )
     backend_status = BackendStatusReporter(
         providers,
-        KubeBackendStatus(api),
+        KubeBackendStatus(api, instance=config.instance),
         BackendStatusSettings(
+            enabled=config.backend_status,
             interval=config.backend_validation_interval,
             backoff_base=config.backoff_base,
             backoff_max=config.backoff_max,
