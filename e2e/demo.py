@@ -111,11 +111,22 @@ def main() -> int:
                 print("".join(log_path.read_text().splitlines(keepends=True)[-8:]))
 
 
+def backend_ready(cp: ControlPlane) -> bool:
+    items = json.loads(cp.kubectl("-n", NAMESPACE, "get", "secretbackends", "-o", "json").stdout)["items"]
+    return bool(items) and all(
+        any(c.get("type") == "Ready" for c in (item.get("status") or {}).get("conditions") or [])
+        for item in items
+    )
+
+
 def run_demo(cp: ControlPlane, bao: OpenBao) -> int:
     wait("the Secret", lambda: secret_data(cp, "app-db"))
     step("The operator created the Secret (values masked)")
     show_secret(cp, "app-db")
     print(cp.kubectl("-n", NAMESPACE, "get", "managedsecret", "app-db").stdout)
+    # The backend reports its own Ready condition: its credentials were proven with one cheap call.
+    wait("the backend's Ready condition", lambda: backend_ready(cp))
+    print(cp.kubectl("-n", NAMESPACE, "get", "secretbackends").stdout)
     before = replica_sets(cp, "web")
     print(f"Deployment web has ReplicaSets: {before}")
 
