@@ -80,6 +80,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         build_testbins(on_slow=lambda msg: reporter.write_line(msg) if reporter is not None else None)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which test servers could not be had, and why, so a skipped GCP/Azure run is not missed."""
+    from harness.servers import UNAVAILABLE
+
+    if UNAVAILABLE:
+        terminalreporter.section("test servers unavailable (their tests were skipped)", yellow=True)
+        for text in UNAVAILABLE.values():
+            terminalreporter.write_line(text)
+
+
 # -- the operator under test -----------------------------------------------------------------------------------
 
 #: Store endpoints the test operators may send credentials to: the local test servers.
