@@ -15,7 +15,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache_root="${MANAGED_SECRETS_SERVERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/managed-secrets/servers}"
 # shared/ lies beside the repo; in a git worktree, beside the main checkout.
 shared_root="${MANAGED_SECRETS_SHARED_SERVERS:-$repo/../shared/servers}"
-if [[ ! -d "$shared_root" ]] && common="$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
+if [[ -z "${MANAGED_SECRETS_SHARED_SERVERS:-}" && ! -d "$shared_root" ]] && common="$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
   shared_root="$(dirname "$(dirname "$common")")/shared/servers"
 fi
 shared="$shared_root/gcp-secret-manager-emulator"
@@ -59,7 +59,7 @@ else
     exit 0
   fi
   rm -rf "$up/bin.tmp"
-  reason="$(printf '%s' "$out" | tail -3 | tr '\n' ' ')"
+  reason="$(printf '%s' "$out" | sed 's/\x1b\[[0-9;]*m//g' | tail -3 | tr '\n' ' ')"
   printf '%s' "$reason" > "$up/.failed"
   failures+=("upstream: go install $MODULE/cmd/server@$VERSION failed: $reason")
 fi

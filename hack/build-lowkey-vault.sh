@@ -19,7 +19,7 @@ VERSION="${LOWKEY_VAULT_VERSION:-7.3.74}"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cache_root="${MANAGED_SECRETS_SERVERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/managed-secrets/servers}"
 shared_root="${MANAGED_SECRETS_SHARED_SERVERS:-$repo/../shared/servers}"
-if [[ ! -d "$shared_root" ]] && common="$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
+if [[ -z "${MANAGED_SECRETS_SHARED_SERVERS:-}" && ! -d "$shared_root" ]] && common="$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
   shared_root="$(dirname "$(dirname "$common")")/shared/servers"
 fi
 shared="$shared_root/lowkey-vault"
@@ -111,7 +111,7 @@ else
     exit 0
   fi
   rm -rf "$up/tmp"
-  reason="$(printf '%s' "$out" | grep -m3 -E 'ERROR|Could not' | tr '\n' ' ' | cut -c1-400)"
+  reason="$(printf '%s' "$out" | sed 's/\x1b\[[0-9;]*m//g' | grep -m3 -E 'ERROR|Could not' | tr '\n' ' ' | cut -c1-400)"
   printf '%s' "${reason:-no jar}" > "$up/.failed"
   failures+=("upstream: mvn dependency:copy of $ARTIFACT:$VERSION failed: ${reason:-no jar}")
 fi
