@@ -69,15 +69,41 @@ def namespace(request: pytest.FixtureRequest, admin_api: k8s.ApiClient) -> Itera
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Build (or find) the control-plane binaries before the first test, outside any test's timeout.
+    """Build (or find) the control-plane binaries and the GCP/Azure test servers before the first test,
+    outside any test's timeout.
 
-    A failure is remembered and raised by the ``controlplane`` fixture, so those tests fail loudly.
+    A control-plane failure is remembered and raised by the ``controlplane`` fixture, so those tests fail
+    loudly; a GCP/Azure server failure makes their tests skip, and the terminal summary says why.
     """
-    if not any("controlplane" in getattr(item, "fixturenames", ()) for item in session.items):
-        return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+
+    def on_slow(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(message)
+
+    used = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    # The GCP emulator and lowkey-vault too (a cold lowkey-vault build takes minutes); a failure is
+    # remembered and turned into skips by their fixtures.
+    from harness.servers import GCP_EMULATOR_SCRIPT, LOWKEY_VAULT_SCRIPT, build_server
+
+    for fixture, script in (("gcp_emulator", GCP_EMULATOR_SCRIPT), ("keyvault", LOWKEY_VAULT_SCRIPT)):
+        if fixture in used:
+            with contextlib.suppress(HarnessError):
+                build_server(script, on_slow=on_slow)
+    if "controlplane" not in used:
+        return
     with contextlib.suppress(HarnessError):
-        build_testbins(on_slow=lambda msg: reporter.write_line(msg) if reporter is not None else None)
+        build_testbins(on_slow=on_slow)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which test servers could not be had, and why, so a skipped GCP/Azure run is not missed."""
+    from harness.servers import UNAVAILABLE
+
+    if UNAVAILABLE:
+        terminalreporter.section("test servers unavailable (their tests were skipped)", yellow=True)
+        for text in UNAVAILABLE.values():
+            terminalreporter.write_line(text)
 
 
 # -- the operator under test -----------------------------------------------------------------------------------

@@ -1,15 +1,23 @@
-"""Google Cloud Secret Manager against the gRPC stand-in server (harness/gcp_emulator.py, which says why
-the Go emulator is not used), with service-account key auth enforced, plus GCP-only cases."""
+"""Google Cloud Secret Manager against the real GCP Secret Manager emulator (harness/gcp_emulator.py), plus
+GCP-only cases.
+
+The emulator checks no credentials (IAM off), so "wrong credentials" here is a service-account key the
+client cannot use (refused before any call), and a call without credentials is not refused at all. It
+sends no CRC32C either: test_checksum_mismatch_is_detected corrupts the real answer with a narrow fake.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from google.api_core.exceptions import NotFound
+from google.cloud.secretmanager_v1 import SecretManagerServiceClient
 
-from harness.gcp_emulator import CORRUPT_LABEL, GcpSecretManagerEmulator
+from harness.gcp_emulator import GcpSecretManagerEmulator
 from managed_secrets.errors import (
     AuthFailed,
     BackendUnavailable,
@@ -18,6 +26,7 @@ from managed_secrets.errors import (
     VersionNotFound,
 )
 from managed_secrets.providers.base import RemoteKey, SecretProvider
+from managed_secrets.providers.gcp import crc32c
 from managed_secrets.testing.contract import ProviderContract, Value
 
 from .conftest import NAMESPACE, InMemoryCredentials, make_provider
@@ -39,6 +48,7 @@ class SecretManagerRemote:
         return f"projects/{self.emulator.project}/secrets/{key}"
 
     def create(self, key: str, labels: dict[str, str] | None = None) -> None:
+        # With replication, as real GCP requires (the emulator would accept a secret without).
         with self.emulator.client() as client:
             client.create_secret(
                 request={
@@ -52,7 +62,7 @@ class SecretManagerRemote:
         with self.emulator.client() as client:
             try:
                 client.get_secret(request={"name": self._parent(key)})
-            except Exception:  # NotFound: create it
+            except NotFound:
                 self.create(key)
             version = client.add_secret_version(
                 request={"parent": self._parent(key), "payload": {"data": self.expected(value)}}
@@ -68,8 +78,6 @@ class SecretManagerRemote:
             client.disable_secret_version(request={"name": f"{self._parent(key)}/versions/{version}"})
 
     def expected(self, value: Value) -> bytes:
-        import json
-
         if isinstance(value, dict):
             return json.dumps(value).encode()
         return value if isinstance(value, bytes) else value.encode()
@@ -114,17 +122,38 @@ def provider(gcp_emulator: GcpSecretManagerEmulator) -> Iterator[SecretProvider]
 class TestSecretManagerContract(ProviderContract):
     @pytest.fixture
     def bad_credentials_provider(self, gcp_emulator: GcpSecretManagerEmulator) -> Iterator[SecretProvider]:
-        # A well-formed key the server does not know: refused by the server, not by the client.
-        stranger = gcp_emulator.new_unregistered_key()
-        provider = make_provider("gcp", gcp_config(gcp_emulator), key_credentials(stranger.json), OPTIONS)
+        # The emulator accepts any token, so the refusal is the client's: a key whose private key is
+        # not a key. Real Google would refuse an unknown key too; that is not provable here.
+        stranger = {
+            **gcp_emulator.reader.info,
+            "private_key": "-----BEGIN PRIVATE KEY-----\nbm9w\n-----END PRIVATE KEY-----\n",
+        }
+        provider = make_provider(
+            "gcp", gcp_config(gcp_emulator), key_credentials(json.dumps(stranger)), OPTIONS
+        )
         yield provider
         provider.close()
 
 
-def test_checksum_mismatch_is_detected(remote: SecretManagerRemote, provider: SecretProvider) -> None:
+def test_checksum_mismatch_is_detected(
+    remote: SecretManagerRemote, provider: SecretProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Narrow fake: the emulator sends no data_crc32c (and accepts wrong ones), so the client's
+    access_secret_version is wrapped to add a checksum to the emulator's real answer: the right one
+    passes, a wrong one is a BackendUnavailable that does not show the value."""
     key = remote.new_key()
-    remote.create(key, labels={CORRUPT_LABEL: "true"})
     remote.put(key, "tampered-in-transit")
+    real = SecretManagerServiceClient.access_secret_version
+    flip = {"bits": 0}
+
+    def with_checksum(self: SecretManagerServiceClient, *args: Any, **kwargs: Any) -> Any:
+        response = real(self, *args, **kwargs)
+        response.payload.data_crc32c = crc32c(bytes(response.payload.data)) ^ flip["bits"]
+        return response
+
+    monkeypatch.setattr(SecretManagerServiceClient, "access_secret_version", with_checksum)
+    assert provider.fetch(RemoteKey(key)) == b"tampered-in-transit"
+    flip["bits"] = 1
     with pytest.raises(BackendUnavailable) as caught:
         provider.fetch(RemoteKey(key))
     assert "checksum" in str(caught.value)
@@ -167,18 +196,6 @@ def test_malformed_key_json_is_auth_failed(gcp_emulator: GcpSecretManagerEmulato
     with pytest.raises(AuthFailed) as caught:
         provider.fetch(RemoteKey("any"))
     assert "service-account key" in str(caught.value)
-
-
-def test_no_credentials_refused_by_server(
-    gcp_emulator: GcpSecretManagerEmulator, remote: SecretManagerRemote
-) -> None:
-    key = remote.new_key()
-    remote.put(key, "needs-auth")
-    config = {"projectID": gcp_emulator.project, "endpoint": gcp_emulator.endpoint}
-    provider = make_provider("gcp", config, InMemoryCredentials(), OPTIONS)
-    with pytest.raises(AuthFailed):
-        provider.fetch(RemoteKey(key))
-    provider.close()
 
 
 def test_invalid_project() -> None:

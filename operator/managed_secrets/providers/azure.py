@@ -23,8 +23,10 @@ every SecretBackend.
 ``ProviderContext.options`` (tests and tuning, never part of the CRD): ``azure_credential`` (a ready
 TokenCredential), ``azure_connection_verify`` (CA bundle path for Key Vault and the identity endpoints),
 ``azure_verify_challenge_resource`` (False for emulators whose host is not ``*.vault.azure.net``),
-``azure_authority_host`` (identity endpoint of a sovereign cloud or a test server), ``timeout_seconds``,
-``max_attempts``.
+``azure_authority_host`` (identity endpoint of a sovereign cloud or a test server),
+``azure_api_version`` (a Key Vault API version the server knows; emulators lag the SDK's default),
+``azure_additionally_allowed_tenants`` (tenants besides ``tenantID`` a Key Vault challenge may name; an
+emulator's challenge names a made-up one), ``timeout_seconds``, ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -310,6 +312,9 @@ class AzureKeyVaultProvider:
         if authority:
             options["authority"] = authority
             options["disable_instance_discovery"] = True
+        tenants = self._context.options.get("azure_additionally_allowed_tenants")
+        if tenants:
+            options["additionally_allowed_tenants"] = list(tenants)
         return options
 
     def _read(self, ref: SecretKeyRef, what: str) -> str:
@@ -365,10 +370,12 @@ class AzureKeyVaultProvider:
                 credential = self._translator.call(self._build_credential, "credential")
                 verify_challenge = bool(self._context.options.get("azure_verify_challenge_resource", True))
                 self._credential = credential
+                api_version = self._context.options.get("azure_api_version")
                 self._client = SecretClient(
                     vault_url=self._config.vault_url,
                     credential=credential,
                     verify_challenge_resource=verify_challenge,
+                    **({"api_version": str(api_version)} if api_version else {}),
                     **self._transport_options,
                 )
             return self._client
