@@ -11,13 +11,8 @@ set -euo pipefail
 
 MODULE="github.com/blackwell-systems/gcp-secret-manager-emulator"
 VERSION="${GCP_SM_EMULATOR_VERSION:-v1.1.0}"
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache_root="${MANAGED_SECRETS_SERVERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/managed-secrets/servers}"
-# shared/ lies beside the repo; in a git worktree, beside the main checkout.
-shared_root="${MANAGED_SECRETS_SHARED_SERVERS:-$repo/../shared/servers}"
-if [[ -z "${MANAGED_SECRETS_SHARED_SERVERS:-}" && ! -d "$shared_root" ]] && common="$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
-  shared_root="$(dirname "$(dirname "$common")")/shared/servers"
-fi
+# shellcheck source=lib/servers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/servers.sh"
 shared="$shared_root/gcp-secret-manager-emulator"
 failures=()
 

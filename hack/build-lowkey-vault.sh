@@ -16,12 +16,8 @@ set -euo pipefail
 
 ARTIFACT="com.github.nagyesta.lowkey-vault:lowkey-vault-app"
 VERSION="${LOWKEY_VAULT_VERSION:-7.3.74}"
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache_root="${MANAGED_SECRETS_SERVERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/managed-secrets/servers}"
-shared_root="${MANAGED_SECRETS_SHARED_SERVERS:-$repo/../shared/servers}"
-if [[ -z "${MANAGED_SECRETS_SHARED_SERVERS:-}" && ! -d "$shared_root" ]] && common="$(git -C "$repo" rev-parse --path-format=absolute --git-common-dir 2>/dev/null)"; then
-  shared_root="$(dirname "$(dirname "$common")")/shared/servers"
-fi
+# shellcheck source=lib/servers.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/servers.sh"
 shared="$shared_root/lowkey-vault"
 failures=()
 

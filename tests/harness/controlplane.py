@@ -297,28 +297,34 @@ def build_testbins(on_slow: Callable[[str], None] | None = None) -> Path:
     return _BUILD_RESULT
 
 
-def _run_build_script(on_slow: Callable[[str], None] | None) -> Path | HarnessError:
+def run_build_script(script: Path, what: str, on_slow: Callable[[str], None] | None) -> tuple[int, str, Path]:
+    """Runs a hack/ build script, one per machine at a time (concurrent sessions wait, then find its
+    cached output): its exit code, its stdout and the log holding its stderr. ``on_slow`` hears ``what``
+    once the script takes more than two seconds (a first build)."""
     tmp = Path(tempfile.gettempdir())
-    log_path = tmp / "managed-secrets-build-testbins.log"
-    with (tmp / "managed-secrets-build-testbins.lock").open("w") as lock:
+    log_path = tmp / f"managed-secrets-{script.stem}.log"
+    with (tmp / f"managed-secrets-{script.stem}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         with log_path.open("w") as log:
             proc = subprocess.Popen(
-                ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO_ROOT
+                ["bash", str(script)], stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO_ROOT
             )
             try:
                 stdout, _ = proc.communicate(timeout=2)
             except subprocess.TimeoutExpired:
                 if on_slow is not None:
-                    on_slow(
-                        f"building the control-plane binaries with {BUILD_SCRIPT} "
-                        f"(the first build takes several minutes; log: {log_path})"
-                    )
+                    on_slow(f"{what} with {script.name} (a first build takes minutes; log: {log_path})")
                 stdout, _ = proc.communicate()
-    if proc.returncode != 0:
+    return proc.returncode, stdout, log_path
+
+
+def _run_build_script(on_slow: Callable[[str], None] | None) -> Path | HarnessError:
+    returncode, stdout, log_path = run_build_script(
+        BUILD_SCRIPT, "building the control-plane binaries", on_slow
+    )
+    if returncode != 0:
         return HarnessError(
-            f"{BUILD_SCRIPT} failed with code {proc.returncode}; "
-            f"last lines of {log_path}:\n{log_tail(log_path)}"
+            f"{BUILD_SCRIPT} failed with code {returncode}; last lines of {log_path}:\n{log_tail(log_path)}"
         )
     lines = stdout.strip().splitlines()
     bin_dir = Path(lines[-1]) if lines else Path()

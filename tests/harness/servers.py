@@ -8,14 +8,11 @@ fixtures turn into a skip and tests/conftest.py repeats in the terminal summary.
 
 from __future__ import annotations
 
-import fcntl
 import re
-import subprocess
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .controlplane import REPO_ROOT, HarnessError
+from .controlplane import REPO_ROOT, HarnessError, run_build_script
 
 GCP_EMULATOR_SCRIPT = REPO_ROOT / "hack" / "build-gcp-emulator.sh"
 LOWKEY_VAULT_SCRIPT = REPO_ROOT / "hack" / "build-lowkey-vault.sh"
@@ -40,29 +37,13 @@ def build_server(script: Path, on_slow: Callable[[str], None] | None = None) -> 
 
 
 def _run(script: Path, on_slow: Callable[[str], None] | None) -> Path | HarnessError:
-    tmp = Path(tempfile.gettempdir())
-    log_path = tmp / f"managed-secrets-{script.stem}.log"
-    # One build per machine at a time: concurrent sessions wait, then find the cached artifact.
-    with (tmp / f"managed-secrets-{script.stem}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with log_path.open("w") as log:
-            proc = subprocess.Popen(
-                ["bash", str(script)], stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO_ROOT
-            )
-            try:
-                stdout, _ = proc.communicate(timeout=2)
-            except subprocess.TimeoutExpired:
-                if on_slow is not None:
-                    on_slow(
-                        f"building a test server with {script.name} (a first build takes minutes; log: {log_path})"
-                    )
-                stdout, _ = proc.communicate()
-    if proc.returncode != 0:
+    returncode, stdout, log_path = run_build_script(script, "building a test server", on_slow)
+    if returncode != 0:
         # The script's last stderr lines list each step and why it failed.
         lines = log_path.read_text(errors="replace").strip().splitlines()
         start = max((i for i, line in enumerate(lines) if "no way to get it worked" in line), default=-1)
         detail = "\n".join(lines[start:] if start >= 0 else lines[-8:])
-        error = ServerUnavailable(f"{script.name} failed (code {proc.returncode}; log {log_path}):\n{detail}")
+        error = ServerUnavailable(f"{script.name} failed (code {returncode}; log {log_path}):\n{detail}")
         UNAVAILABLE[script.name] = str(error)
         return error
     lines = re.sub(r"\x1b\[[0-9;]*m", "", stdout).strip().splitlines()
