@@ -222,3 +222,26 @@ def test_a_report_for_another_incarnation_or_a_deleted_object_is_dropped() -> No
         assert len(w.patches) == 1
 
     scenario(steps, FakeStage(FIRST_HASH))
+
+
+def test_a_status_field_written_by_someone_else_during_a_run_is_not_nulled() -> None:
+    """The patch is taken against the status the run started from: a watch event that arrives during the
+    run (another writer's field) must not make the run's write null that field."""
+
+    async def steps(c: Controller, r: FakeReconciler, w: FakeWriter, stage: FakeStage) -> None:
+        c.observe(body())
+        await until(lambda: len(w.patches) == 1)
+        r.release.clear()
+        c.observe(body(generation=2, status=w.status))
+        await until(lambda: r.syncs == 2)
+        w.status["secretName"] = "written-by-an-earlier-version"  # while sync 2 runs
+        c.observe(body(generation=2, status=w.status))
+        r.release.set()
+        await until(lambda: len(w.patches) == 2)
+        assert "secretName" not in w.patches[1], "only what the run changed"
+        assert w.status["secretName"] == "written-by-an-earlier-version"
+        state = c.state_of(NS, NAME)
+        assert state is not None
+        assert state.status.secret_name == "written-by-an-earlier-version", "the newer observation is kept"
+
+    scenario(steps, FakeStage(FIRST_HASH))

@@ -375,7 +375,8 @@ class Controller:
         started = time.perf_counter()
         reports = reports if reports is not None else []
         # What the rollouts that ended recorded comes first: the rollout stage decides on that dataHash.
-        current = status_model.after_rollouts(state.status, reports)
+        observed = state.status
+        current = status_model.after_rollouts(observed, reports)
         generation = state.generation
         # A drift repair reads what the last sync read (the read cache, no store read while it is recent)
         # and leaves the refresh schedule as it is.
@@ -401,7 +402,7 @@ class Controller:
         except SyncError as error:
             metrics.SYNCS.labels("error", error.reason.value).inc()
             _count_drift_repair(drift, "failed")
-            self._report_failure(state, current, generation, error, reports)
+            self._report_failure(state, observed, current, error, generation=generation, reports=reports)
             interval = ms.spec.refresh_interval.total_seconds() if ms is not None else 0
             if error.transient:
                 return self._backoff(state, interval)
@@ -412,7 +413,7 @@ class Controller:
             internal = SyncError(f"internal error ({type(error).__name__}); see the operator log")
             metrics.SYNCS.labels("error", Reason.INTERNAL_ERROR.value).inc()
             _count_drift_repair(drift, "failed")
-            self._report_failure(state, current, generation, internal, reports)
+            self._report_failure(state, observed, current, internal, generation=generation, reports=reports)
             return self._backoff(state, ms.spec.refresh_interval.total_seconds() if ms is not None else 0)
         finally:
             metrics.SYNC_SECONDS.observe(time.perf_counter() - started)
@@ -423,7 +424,7 @@ class Controller:
         refresh_in = self._mark_refreshed(state, drift=drift)
         was_ready = state.ready
         state.ready = True
-        self._write_status(state, self._after_sync(ms, result, current, generation), reports)
+        self._write_status(state, observed, self._after_sync(ms, result, current, generation), reports)
         # Events for what a person needs to see (a change, a recovery); a first creation shows in status.
         if drift:
             self._drift_repaired(state, result)
@@ -510,9 +511,11 @@ class Controller:
     def _report_failure(
         self,
         state: _State,
+        observed: ManagedSecretStatus,
         current: ManagedSecretStatus,
-        generation: int,
         error: SyncError,
+        *,
+        generation: int,
         reports: list[RolloutReport],
     ) -> None:
         state.failures += 1
@@ -525,7 +528,7 @@ class Controller:
         previous_reason = status_model.ready_reason(current)
         state.ready = False
         log.warning("%s: not synced: %s: %s", state.ref, error.reason.value, error.message)
-        self._write_status(state, status_model.after_failure(current, generation, error), reports)
+        self._write_status(state, observed, status_model.after_failure(current, generation, error), reports)
         if previous_reason != error.reason.value:
             self._event(state, "Warning", error.reason.value, error.message)
         if isinstance(error, InvalidSpec):
@@ -533,16 +536,29 @@ class Controller:
 
     def _record_rollouts(self, state: _State, reports: list[RolloutReport]) -> None:
         """A run without a sync: record the rollouts that ended. The refresh timer stays as it was."""
-        self._write_status(state, status_model.after_rollouts(state.status, reports), reports)
+        observed = state.status
+        self._write_status(state, observed, status_model.after_rollouts(observed, reports), reports)
 
-    def _write_status(self, state: _State, new: ManagedSecretStatus, reports: list[RolloutReport]) -> None:
+    def _write_status(
+        self,
+        state: _State,
+        observed: ManagedSecretStatus,
+        new: ManagedSecretStatus,
+        reports: list[RolloutReport],
+    ) -> None:
         """The one status write: a merge patch of what changed, nothing when nothing did. ``reports`` are
-        in ``new``; emptied once it is written, so a failed write leaves them for the next run."""
-        patch = status_model.status_patch(state.status, new)
+        in ``new``; emptied once it is written, so a failed write leaves them for the next run.
+
+        The patch is taken against ``observed``, the status this run started from, not ``state.status``:
+        a watch event may have replaced that meanwhile (in the event loop), and a diff against it would
+        null the fields someone else just wrote."""
+        patch = status_model.status_patch(observed, new)
         if patch is not None:
             self._writer.patch_status(state.ref, patch)
             metrics.STATUS_WRITES.inc()
-        state.status = new
+        if state.status is observed or state.status == observed:
+            state.status = new
+        # else a newer status was observed during the run; the echo of this patch follows it.
         reports.clear()
 
     def _event(self, state: _State, type_: str, reason: str, message: str) -> None:
