@@ -34,6 +34,10 @@ OWNER_PROOF_ANNOTATION: Final = f"{GROUP}/owner-proof"
 MERGED_BY_ANNOTATION: Final = f"{GROUP}/merged-by"
 MERGED_KEYS_ANNOTATION: Final = f"{GROUP}/merged-keys"
 MERGE_PROOF_ANNOTATION: Final = f"{GROUP}/merged-by-proof"
+#: On a certificate Secret: a hash of the request it was issued for (a changed request re-issues).
+CERTIFICATE_REQUEST_ANNOTATION: Final = f"{GROUP}/certificate-request"
+#: The Secret type of an issued certificate.
+TLS_SECRET_TYPE: Final = "kubernetes.io/tls"  # noqa: S105 - a Secret type, not a password
 
 # -- on credential Secrets and ServiceAccounts ---------------------------------------------------------
 #: Which backends may use this Secret or ServiceAccount as their credentials.

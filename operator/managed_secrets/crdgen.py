@@ -310,6 +310,7 @@ KINDS: tuple[Kind, ...] = (
                 ".status.lastSyncTime",
                 "When the Secret's content was last written or verified.",
             ),
+            Column("Expires", "date", ".status.expiresAt", "When the certificate in the Secret expires."),
             _AGE,
         ),
     ),

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "InternalError"
     ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
     CREDENTIAL_NOT_ALLOWED = "CredentialNotAllowed"
+    ISSUE_FAILED = "IssueFailed"
 
 
 class SyncError(Exception):
@@ -140,3 +141,10 @@ class CredentialNotAllowed(AuthFailed):
     """
 
     reason = Reason.CREDENTIAL_NOT_ALLOWED
+
+
+class IssueFailed(SyncError):
+    """The store refused to issue a certificate (unknown mount or role, a name the role does not allow)."""
+
+    reason = Reason.ISSUE_FAILED
+    transient = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -16,12 +17,21 @@ from enum import StrEnum
 from managed_secrets import errors
 from managed_secrets.api import (
     API_VERSION,
+    CERTIFICATE_REQUEST_ANNOTATION,
     MANAGED_LABEL,
     MERGE_PROOF_ANNOTATION,
     MERGED_BY_ANNOTATION,
     MERGED_KEYS_ANNOTATION,
     OWNER_ANNOTATION,
     OWNER_PROOF_ANNOTATION,
+)
+from managed_secrets.core.certificates import (
+    leaf_info,
+    request_hash,
+    request_of,
+    rfc3339,
+    secret_data,
+    still_good,
 )
 from managed_secrets.core.clients import ProviderPool
 from managed_secrets.core.ownership import (
@@ -51,7 +61,7 @@ from managed_secrets.models.managedsecret import (
     ManagedSecret,
     ManagedSecretRef,
 )
-from managed_secrets.providers.base import RemoteKey, SecretProvider
+from managed_secrets.providers.base import CertificateIssuer, RemoteKey, SecretProvider
 from managed_secrets.providers.keys import canonicalizer, case_insensitive_keys
 
 log = logging.getLogger(__name__)
@@ -77,6 +87,9 @@ class SyncResult:
     #: The Secret's data differs from what it held before (never true for a first sync).
     data_changed: bool
     data: Mapping[str, bytes] = field(repr=False)
+    #: A certificate's notAfter and when it is to be issued anew (epoch seconds); None for other data.
+    expires_at: float | None = None
+    renew_at: float | None = None
 
 
 def owner_reference(ms: ManagedSecret) -> OwnerReference:
@@ -106,8 +119,10 @@ class Reconciler:
         observe_fetch: FetchObserver | None = None,
         operator_key: OperatorKey | None = None,
         renderer: Renderer | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._cluster = cluster
+        self._clock = clock  # wall clock: certificates expire by it
         self._providers = providers
         self._reads = reads
         self._observe_fetch = observe_fetch
@@ -132,6 +147,10 @@ class Reconciler:
         create the Secret without reading it first (a 409 falls back to the full check).
         """
         backend, conditions = self.resolve_backend(ms)
+        if ms.spec.certificate is not None:
+            return self._sync_certificate(
+                ms, backend, conditions, force=force, target_known_absent=target_known_absent
+            )
         template = ms.spec.target.template
         if template is not None:
             self._renderer.check(template.data, template.binary_data)
@@ -142,6 +161,65 @@ class Reconciler:
         fetched = self._fetch(ms, provider, backend, refs, force=force, last_refresh=last_refresh)
         data = self._build_data(ms, {ref: fetched[key] for ref, key in canonical.items()})
         return self._write(ms, data, target_known_absent=target_known_absent)
+
+    def _sync_certificate(
+        self,
+        ms: ManagedSecret,
+        backend: Backend,
+        conditions: Sequence[NamespaceCondition],
+        *,
+        force: bool,
+        target_known_absent: bool,
+    ) -> SyncResult:
+        """Keep the certificate in the Secret while it is good for this request; else issue one.
+
+        Decided from the Secret itself (its tls.crt, the request hash annotation), so an operator restart
+        or a refresh issues nothing; force-sync issues anew. ClusterSecretBackend remoteKeys patterns apply
+        to ``<mount>/issue/<role>``.
+        """
+        source = ms.spec.certificate
+        assert source is not None  # noqa: S101 - the caller checked
+        provider = self._providers.get(backend)
+        if not isinstance(provider, CertificateIssuer):
+            raise errors.InvalidSpec(
+                f"{backend.id} ({backend.provider}) does not issue certificates; use a Vault or OpenBao backend"
+            )
+        request = request_of(source)
+        issue_path = RemoteKey(f"{request.mount}/issue/{request.role}")
+        canonical = self._canonical_refs(provider, backend, [issue_path])
+        self._check_key_scope(ms, provider, backend, conditions, canonical)
+        wanted = request_hash(str(backend.id), request)
+        annotations = {CERTIFICATE_REQUEST_ANNOTATION: wanted}
+        existing = None if target_known_absent else self._cluster.get(ms.ref.namespace, ms.target_name)
+        if existing is not None:
+            if not proves_owner(self._key(), existing, ms.ref.uid) and not legacy_owned(existing, ms):
+                raise errors.TargetExists(not_owned_message(existing, ms))  # before issuing anything
+            info = leaf_info(existing.data)
+            recorded = existing.annotations.get(CERTIFICATE_REQUEST_ANNOTATION)
+            if (
+                info is not None
+                and not force
+                and still_good(info, source, recorded_hash=recorded, wanted_hash=wanted, now=self._clock())
+            ):
+                result = self._update_owned(ms, existing, existing.data, annotations)
+                return replace(result, expires_at=info.not_after, renew_at=info.renew_at(source))
+        issued = provider.issue_certificate(request)
+        data = secret_data(issued)
+        info = leaf_info(data)
+        if info is None:
+            raise errors.IssueFailed(f"{backend.id}: the issued certificate does not parse")
+        log.info(
+            "%s: issued certificate (serial %s, expires %s) from %s",
+            ms.ref,
+            info.serial,
+            rfc3339(info.not_after),
+            issue_path.key,
+        )
+        if existing is None:
+            result = self._write(ms, data, target_known_absent=target_known_absent, annotations=annotations)
+        else:
+            result = self._update_owned(ms, existing, data, annotations)
+        return replace(result, expires_at=info.not_after, renew_at=info.renew_at(source))
 
     def resolve_backend(self, ms: ManagedSecret) -> tuple[Backend, list[NamespaceCondition]]:
         ref = ms.spec.backend_ref
@@ -269,7 +347,14 @@ class Reconciler:
         except errors.SyncError as error:
             raise errors.WriteFailed(f"no key to prove ownership of Secrets: {error.message}") from None
 
-    def _write(self, ms: ManagedSecret, data: dict[str, bytes], *, target_known_absent: bool) -> SyncResult:
+    def _write(
+        self,
+        ms: ManagedSecret,
+        data: dict[str, bytes],
+        *,
+        target_known_absent: bool,
+        annotations: Mapping[str, str] | None = None,
+    ) -> SyncResult:
         target = ms.spec.target
         name = ms.target_name
         skip_read = target_known_absent and target.creation_policy is not CreationPolicy.MERGE
@@ -277,7 +362,7 @@ class Reconciler:
         if target.creation_policy is CreationPolicy.MERGE:
             return self._merge(ms, existing, data)
         if existing is None:
-            desired = self._desired(ms, data, None)
+            desired = self._desired(ms, data, None, annotations)
             check_secret(desired)
             try:
                 self._cluster.create(desired)
@@ -285,13 +370,17 @@ class Reconciler:
                 existing = self._cluster.get(ms.ref.namespace, name)
                 if existing is None:
                     raise
-                return self._update_owned(ms, existing, data)
+                return self._update_owned(ms, existing, data, annotations)
             log.info("%s: created Secret %s with keys %s", ms.ref, name, sorted(data))
             return SyncResult(name, tuple(sorted(data)), WriteAction.CREATED, data_changed=False, data=data)
-        return self._update_owned(ms, existing, data)
+        return self._update_owned(ms, existing, data, annotations)
 
     def _update_owned(
-        self, ms: ManagedSecret, existing: SecretObject, data: Mapping[str, bytes]
+        self,
+        ms: ManagedSecret,
+        existing: SecretObject,
+        data: Mapping[str, bytes],
+        annotations: Mapping[str, str] | None = None,
     ) -> SyncResult:
         if not proves_owner(self._key(), existing, ms.ref.uid):
             if not legacy_owned(existing, ms):
@@ -308,7 +397,7 @@ class Reconciler:
                 "(creationPolicy Merge); a Secret belongs to one ManagedSecret or receives merged keys, "
                 "not both: delete that ManagedSecret or change its target"
             )
-        desired = self._desired(ms, data, existing)  # a stale merge claim is dropped with it
+        desired = self._desired(ms, data, existing, annotations)  # a stale merge claim is dropped with it
         keys = tuple(sorted(desired.data))
         data_changed = dict(existing.data) != dict(desired.data)
         if not data_changed and _same_metadata(existing, desired) and existing.type == desired.type:
@@ -382,7 +471,11 @@ class Reconciler:
         return f"the previous Secret {previous.name} was restored"
 
     def _desired(
-        self, ms: ManagedSecret, data: Mapping[str, bytes], existing: SecretObject | None
+        self,
+        ms: ManagedSecret,
+        data: Mapping[str, bytes],
+        existing: SecretObject | None,
+        extra_annotations: Mapping[str, str] | None = None,
     ) -> SecretObject:
         """Our fields over whatever else is on the object, so labels other tools add survive."""
         target = ms.spec.target
@@ -396,6 +489,7 @@ class Reconciler:
         annotations = {
             **kept,
             **unreserved(target.annotations),
+            **(extra_annotations or {}),
             OWNER_ANNOTATION: ms.ref.name,
             OWNER_PROOF_ANNOTATION: owner_proof(self._key(), ms.ref.namespace, name, ms.ref.uid),
         }
@@ -408,7 +502,7 @@ class Reconciler:
         return SecretObject(
             namespace=ms.ref.namespace,
             name=name,
-            type=target.type,
+            type=ms.secret_type,
             data=dict(data),
             labels=labels,
             annotations=annotations,

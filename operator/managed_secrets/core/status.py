@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from managed_secrets.api import READY_CONDITION, ROLLOUT_CONDITION
+from managed_secrets.core.certificates import rfc3339
 from managed_secrets.core.reconcile import SyncResult, WriteAction
 from managed_secrets.core.restarts import (
     MAX_RESTARTS,
@@ -130,6 +131,7 @@ def after_sync(
             "synced_keys": list(result.keys),
             "last_sync_time": now if wrote or not current.last_sync_time else current.last_sync_time,
             "data_hash": data_hash if data_hash is not None else current.data_hash,
+            "expires_at": rfc3339(result.expires_at) if result.expires_at is not None else None,
         }
     )
 

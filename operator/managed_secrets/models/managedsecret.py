@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from managed_secrets.api import CLUSTER_SECRET_BACKEND_KIND, SECRET_BACKEND_KIND
+from managed_secrets.api import CLUSTER_SECRET_BACKEND_KIND, SECRET_BACKEND_KIND, TLS_SECRET_TYPE
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.duration import (
     MAX_DURATION,
@@ -102,6 +102,28 @@ Debounce = Annotated[
         duration_json_schema(
             f"duration(self) <= {cel_duration(MAX_ROLLOUT_DEBOUNCE)}",
             f"rollout.debounce must be at most {format_duration(MAX_ROLLOUT_DEBOUNCE)}",
+        )
+    ),
+]
+
+
+def _certificate_duration_bounds(value: timedelta) -> timedelta:
+    if not MIN_CERTIFICATE_DURATION <= value <= MAX_DURATION:
+        raise ValueError(f"must be from {format_duration(MIN_CERTIFICATE_DURATION)} to 8760h (a year)")
+    return value
+
+
+#: Shorter certificates would be re-issued faster than a reconcile finishes on a busy cluster.
+MIN_CERTIFICATE_DURATION = timedelta(seconds=10)
+CertificateDuration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    AfterValidator(_certificate_duration_bounds),
+    WithJsonSchema(
+        duration_json_schema(
+            f"duration(self) >= {cel_duration(MIN_CERTIFICATE_DURATION)}"
+            f" && duration(self) <= {cel_duration(MAX_DURATION)}",
+            f"must be from {format_duration(MIN_CERTIFICATE_DURATION)} to 8760h (a year)",
         )
     ),
 ]
@@ -340,12 +362,83 @@ class Rollout(CamelModel):
         return targets
 
 
+#: A host name or wildcard for altNames; IP addresses go to ipSans.
+_DNS_NAME = r"^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$"
+_IP_ADDRESS = r"^[0-9a-fA-F:.]+$"
+_PKI_PATH = r"^[a-zA-Z0-9][-_a-zA-Z0-9]*(/[a-zA-Z0-9][-_a-zA-Z0-9]*)*$"
+
+
+class CertificateSource(CamelModel):
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            rule(
+                "!has(self.ttl) || !has(self.renewBefore) || duration(self.renewBefore) < duration(self.ttl)",
+                "certificate.renewBefore must be shorter than certificate.ttl",
+            ),
+            description="A TLS certificate issued by the backend's PKI engine (Vault/OpenBao pki/issue/<role>)."
+            " The Secret is of type kubernetes.io/tls with tls.crt (the certificate and its chain), tls.key"
+            " and ca.crt. It is issued when the Secret holds no valid certificate for this request, kept on"
+            " every refresh and operator restart, and issued anew renewBefore ahead of its expiry (or when"
+            " the request changes, or on force-sync); the change rolls the workloads like any other.",
+        )
+    )
+
+    mount: str = Field(
+        default="pki",
+        min_length=1,
+        max_length=128,
+        pattern=_PKI_PATH,
+        description="Path of the PKI secrets engine. Default: pki.",
+    )
+    role: str = Field(
+        min_length=1, max_length=128, pattern=_PKI_PATH, description="The PKI role to issue with."
+    )
+    common_name: str = Field(
+        min_length=1, max_length=253, pattern=_DNS_NAME, description="The certificate's common name."
+    )
+    alt_names: list[Annotated[str, Field(min_length=1, max_length=253, pattern=_DNS_NAME)]] = Field(
+        default_factory=list, max_length=100, description="DNS subject alternative names."
+    )
+    ip_sans: list[Annotated[str, Field(min_length=2, max_length=45, pattern=_IP_ADDRESS)]] = Field(
+        default_factory=list, max_length=100, description="IP address subject alternative names."
+    )
+    ttl: CertificateDuration | None = Field(
+        default=None,
+        description="Requested lifetime (the role's max_ttl caps it). Default: the role's ttl.",
+    )
+    renew_before: CertificateDuration | None = Field(
+        default=None,
+        description="How long before expiry the certificate is issued anew. Default: a third of its"
+        " lifetime.",
+    )
+
+    @model_validator(mode="after")
+    def _renew_before_ttl(self) -> CertificateSource:
+        if self.ttl is not None and self.renew_before is not None and self.renew_before >= self.ttl:
+            raise ValueError("certificate.renewBefore must be shorter than certificate.ttl")
+        return self
+
+
 class ManagedSecretSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=rules(
             rule(
-                "(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)",
-                "set at least one of data or dataFrom",
+                "(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)"
+                " || has(self.certificate)",
+                "set at least one of data or dataFrom, or a certificate",
+            ),
+            rule(
+                "!has(self.certificate) || ((!has(self.data) || size(self.data) == 0) && (!has(self.dataFrom)"
+                " || size(self.dataFrom) == 0))",
+                "a certificate ManagedSecret holds only the certificate: set data/dataFrom or certificate,"
+                " not both",
+            ),
+            rule(
+                "!has(self.certificate) || !has(self.target) || ((!has(self.target.type) || self.target.type"
+                " in ['Opaque', 'kubernetes.io/tls']) && !has(self.target.template) && (!has(self.target"
+                ".creationPolicy) || self.target.creationPolicy != 'Merge'))",
+                "a certificate is written as its own kubernetes.io/tls Secret: no target.template, no"
+                " creationPolicy Merge, no other target.type",
             ),
             description="What to fetch, from which backend, and the Secret to write.",
         )
@@ -387,6 +480,10 @@ class ManagedSecretSpec(CamelModel):
         max_length=100,
         description="Remote JSON objects whose fields all become Secret keys. Set data, dataFrom or both.",
     )
+    certificate: CertificateSource | None = Field(
+        default=None,
+        description="Issue a TLS certificate instead of reading values (Vault/OpenBao PKI backends).",
+    )
     rollout: Rollout | None = Field(
         default=None,
         description="Restart workloads when the Secret's data changes (not on the first sync, not when"
@@ -406,8 +503,25 @@ class ManagedSecretSpec(CamelModel):
 
     @model_validator(mode="after")
     def _has_source(self) -> ManagedSecretSpec:
+        if self.certificate is not None:
+            if self.data or self.data_from:
+                raise ValueError(
+                    "a certificate ManagedSecret holds only the certificate: set data/dataFrom or"
+                    " certificate, not both"
+                )
+            target = self.target
+            if (
+                target.type not in {"Opaque", TLS_SECRET_TYPE}
+                or target.template is not None
+                or target.creation_policy is CreationPolicy.MERGE
+            ):
+                raise ValueError(
+                    "a certificate is written as its own kubernetes.io/tls Secret: no target.template, no"
+                    " creationPolicy Merge, no other target.type"
+                )
+            return self
         if not self.data and not self.data_from:
-            raise ValueError("set at least one of data or dataFrom")
+            raise ValueError("set at least one of data or dataFrom, or a certificate")
         return self
 
 
@@ -435,3 +549,8 @@ class ManagedSecret(CamelModel):
     @property
     def target_name(self) -> str:
         return self.spec.target.name or self.ref.name
+
+    @property
+    def secret_type(self) -> str:
+        """The type of the Secret written: a certificate's is always kubernetes.io/tls."""
+        return TLS_SECRET_TYPE if self.spec.certificate is not None else self.spec.target.type

@@ -144,6 +144,10 @@ class ManagedSecretStatus(CamelModel):
         description="Keyed hash of the Secret data the workloads last restarted for (reveals nothing about"
         " the values), so the same data never restarts a workload twice.",
     )
+    #: A certificate's notAfter (public; when the Secret's content stops being valid).
+    expires_at: Timestamp | None = Field(
+        default=None, description="When the certificate in the Secret expires (its notAfter)."
+    )
     #: The most recent restarts, oldest first.
     restarts: list[RestartRecord] = Field(
         default_factory=list, max_length=100, description="The most recent restarts, oldest first."

@@ -359,6 +359,38 @@ class CanonicalizingProvider(SecretProvider, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class CertificateRequest:
+    """What to issue: the PKI engine's mount and role, the names, the lifetime (None: the role's)."""
+
+    mount: str
+    role: str
+    common_name: str
+    alt_names: tuple[str, ...] = ()
+    ip_sans: tuple[str, ...] = ()
+    ttl_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    """PEM text as the store returned it; never printed (``repr`` hides every field)."""
+
+    certificate: bytes = field(repr=False)
+    chain: bytes = field(repr=False)
+    private_key: bytes = field(repr=False)
+    issuing_ca: bytes = field(repr=False)
+
+
+@runtime_checkable
+class CertificateIssuer(SecretProvider, Protocol):
+    """A provider whose store issues certificates (Vault/OpenBao PKI)."""
+
+    def issue_certificate(self, request: CertificateRequest) -> IssuedCertificate:
+        """Issue one certificate. Raises IssueFailed when the store refuses the request (no such mount
+        or role, a name the role does not allow), AuthFailed / BackendUnavailable as ``fetch`` does."""
+        ...
+
+
 class ProviderFactory(Protocol):
     def __call__(self, config: Mapping[str, Any], context: ProviderContext) -> SecretProvider: ...
 

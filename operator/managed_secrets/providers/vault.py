@@ -36,6 +36,7 @@ from managed_secrets.errors import (
     AuthFailed,
     BackendUnavailable,
     InvalidBackend,
+    IssueFailed,
     RemoteKeyNotFound,
     SyncError,
     VersionNotFound,
@@ -43,6 +44,8 @@ from managed_secrets.errors import (
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.schema import rule, rules
 from managed_secrets.providers.base import (
+    CertificateRequest,
+    IssuedCertificate,
     ProviderContext,
     RemoteKey,
     SecretKeyRef,
@@ -346,6 +349,50 @@ class VaultProvider:
             self._ensure_token()
             return self._read(ref)
 
+    def issue_certificate(self, request: CertificateRequest) -> IssuedCertificate:
+        self._ensure_token()
+        try:
+            return self._issue(request)
+        except AuthFailed:
+            self._forget_token()  # as for reads: a replaced static token, a revoked login
+            self._ensure_token()
+            return self._issue(request)
+
+    def _issue(self, request: CertificateRequest) -> IssuedCertificate:
+        what = f"issue a certificate from {request.mount}/issue/{request.role}"
+        params: dict[str, Any] = {"format": "pem", "private_key_format": "pkcs8"}
+        if request.alt_names:
+            params["alt_names"] = ",".join(request.alt_names)
+        if request.ip_sans:
+            params["ip_sans"] = ",".join(request.ip_sans)
+        if request.ttl_seconds is not None:
+            params["ttl"] = f"{request.ttl_seconds}s"
+
+        def issue() -> Any:
+            try:
+                return self._client.secrets.pki.generate_certificate(
+                    name=request.role,
+                    common_name=request.common_name,
+                    extra_params=params,
+                    mount_point=request.mount,
+                )
+            except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest) as error:
+                # Vault's own words name the role, the refused name or the missing mount, never a key.
+                raise IssueFailed(f"{self._label}: {what}: {_vault_errors(error)}") from None
+
+        data = self._call(issue, what).get("data") or {}
+        certificate, private_key = data.get("certificate"), data.get("private_key")
+        if not isinstance(certificate, str) or not isinstance(private_key, str):
+            raise IssueFailed(f"{self._label}: {what}: the answer holds no certificate and key")
+        chain = [c for c in data.get("ca_chain") or [] if isinstance(c, str)]
+        issuing_ca = data.get("issuing_ca") if isinstance(data.get("issuing_ca"), str) else ""
+        return IssuedCertificate(
+            certificate=_pem_lines(certificate),
+            chain=b"".join(_pem_lines(c) for c in chain if c.strip() != certificate.strip()),
+            private_key=_pem_lines(private_key),
+            issuing_ca=_pem_lines(issuing_ca) if issuing_ca else b"",
+        )
+
     def validate(self) -> None:
         """Log in (or read the static token) and look the token up: Vault's default policy grants
         lookup-self to every token, so this proves the credentials without touching a secret."""
@@ -431,6 +478,16 @@ class VaultProvider:
         if self._ca_file:
             Path(self._ca_file).unlink(missing_ok=True)
             self._ca_file = None
+
+
+def _vault_errors(error: hvac.exceptions.VaultError) -> str:
+    """Vault's error messages, shortened (they name paths and roles; the request carried no secret)."""
+    text = "; ".join(str(e) for e in (error.errors or [])) or type(error).__name__
+    return text[:300]
+
+
+def _pem_lines(text: str) -> bytes:
+    return (text.strip() + "\n").encode()
 
 
 def create_provider(config: Mapping[str, Any], context: ProviderContext) -> SecretProvider:

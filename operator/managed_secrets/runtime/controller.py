@@ -54,6 +54,8 @@ from managed_secrets.runtime.threads import DaemonThreadPool
 from managed_secrets.runtime.workqueue import Backoff, Work, WorkQueue, jittered
 
 log = logging.getLogger(__name__)
+#: A certificate already due is issued anew after this long (not in a tight loop if the store lags).
+MIN_RENEWAL_DELAY = 1.0
 
 Key = tuple[str, str]
 
@@ -436,10 +438,19 @@ class Controller:
                 f"Secret {result.secret_name}: {len(result.keys)} keys "
                 f"({'data changed' if result.data_changed else result.action.value.lower()})",
             )
+        return self._next_run(ms, result, refresh_in)
+
+    def _next_run(self, ms: ManagedSecret, result: SyncResult, refresh_in: float) -> float | None:
+        """The delay to the next run after a success; None: none until something changes."""
         if refresh_in > 0:
-            return refresh_in  # the refresh (or retry) already due stays where it was
-        interval = ms.spec.refresh_interval.total_seconds()
-        return self._jittered(interval) if interval > 0 else None
+            delay: float | None = refresh_in  # the refresh (or retry) already due stays where it was
+        else:
+            interval = ms.spec.refresh_interval.total_seconds()
+            delay = self._jittered(interval) if interval > 0 else None
+        if result.renew_at is not None:  # a certificate: the run that issues anew is due then at the latest
+            until = max(result.renew_at - time.time(), MIN_RENEWAL_DELAY)
+            delay = until if delay is None else min(delay, until)
+        return delay
 
     def _after_sync(
         self, ms: ManagedSecret, result: SyncResult, current: ManagedSecretStatus, generation: int
