@@ -22,8 +22,11 @@ from harness.controlplane import (
     HarnessError,
     build_testbins,
 )
+from harness.gcp_emulator import GcpSecretManagerEmulator
+from harness.lowkey import KeyVaultServer
 from harness.openbao import OpenBao
 from harness.operator import AwsCalls, OperatorRunner
+from harness.servers import ServerUnavailable
 from kube import Kube
 from managed_secrets.config import OperatorConfig
 
@@ -184,3 +187,28 @@ def debug_log() -> Iterator[DebugLogCapture]:
     yield handler
     root.removeHandler(handler)
     root.setLevel(previous)
+
+
+# -- the GCP and Azure test servers (the contract suite and the end-to-end tests) ----------------------
+
+
+@pytest.fixture(scope="session")
+def gcp_emulator() -> Iterator[GcpSecretManagerEmulator]:
+    """The real GCP emulator; skipped (saying which build step failed) when it cannot be had."""
+    try:
+        server = GcpSecretManagerEmulator()
+    except ServerUnavailable as error:
+        pytest.skip(f"GCP Secret Manager emulator unavailable: {error}")
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def keyvault() -> Iterator[KeyVaultServer]:
+    """The real lowkey-vault; skipped (saying which build step failed) when it cannot be had."""
+    try:
+        server = KeyVaultServer()
+    except ServerUnavailable as error:
+        pytest.skip(f"lowkey-vault unavailable: {error}")
+    with server:
+        yield server

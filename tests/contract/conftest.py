@@ -12,10 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.gcp_emulator import GcpSecretManagerEmulator
-from harness.lowkey import KeyVaultServer
 from harness.moto_server import MotoServer
-from harness.servers import ServerUnavailable
 from managed_secrets.api import ALLOWED_BACKENDS_ANNOTATION
 from managed_secrets.errors import AuthFailed
 from managed_secrets.models.managedsecret import BackendKind
@@ -107,26 +104,4 @@ def make_provider(
 @pytest.fixture(scope="session")
 def moto() -> Iterator[MotoServer]:
     with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def gcp_emulator() -> Iterator[GcpSecretManagerEmulator]:
-    """The real GCP emulator; skipped (saying which build step failed) when it cannot be had."""
-    try:
-        server = GcpSecretManagerEmulator()
-    except ServerUnavailable as error:
-        pytest.skip(f"GCP Secret Manager emulator unavailable: {error}")
-    with server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def keyvault() -> Iterator[KeyVaultServer]:
-    """The real lowkey-vault; skipped (saying which build step failed) when it cannot be had."""
-    try:
-        server = KeyVaultServer()
-    except ServerUnavailable as error:
-        pytest.skip(f"lowkey-vault unavailable: {error}")
-    with server:
         yield server

@@ -9,7 +9,6 @@ a disabled version: Key Vault's 403 is proven by a narrow fake (test_secret_disa
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,13 @@ from typing import Any
 
 import pytest
 
-from harness.lowkey import API_VERSION, CHALLENGE_TENANT, KeyVaultServer, StaticTokenCredential
+from harness.lowkey import (
+    API_VERSION,
+    CHALLENGE_TENANT,
+    KeyVaultRemote,
+    KeyVaultServer,
+    StaticTokenCredential,
+)
 from managed_secrets.errors import (
     AuthFailed,
     BackendUnavailable,
@@ -27,47 +32,9 @@ from managed_secrets.errors import (
     VersionNotFound,
 )
 from managed_secrets.providers.base import RemoteKey, SecretProvider
-from managed_secrets.testing.contract import ProviderContract, Value
+from managed_secrets.testing.contract import ProviderContract
 
 from .conftest import NAMESPACE, InMemoryCredentials, make_provider
-
-
-class KeyVaultRemote:
-    supports_binary = False
-    max_value_size = 25 * 1024  # Key Vault's limit for a secret value
-
-    def __init__(self, server: KeyVaultServer) -> None:
-        self.server = server
-
-    def new_key(self) -> str:
-        return f"contract-{uuid.uuid4().hex[:12]}"
-
-    def put(self, key: str, value: Value) -> str:
-        with self.server.client() as client:
-            secret = client.set_secret(key, self.expected(value).decode())
-        return str(secret.properties.version)
-
-    def disable(self, key: str, version: str) -> None:
-        with self.server.client() as client:
-            client.update_secret_properties(key, version, enabled=False)
-
-    def delete(self, key: str) -> None:
-        with self.server.client() as client:
-            client.begin_delete_secret(key).wait()
-
-    def expected(self, value: Value) -> bytes:
-        if isinstance(value, dict):
-            return json.dumps(value).encode()
-        return value if isinstance(value, bytes) else value.encode()
-
-    def missing_version(self) -> str:
-        return uuid.uuid4().hex
-
-    def stop_server(self) -> None:
-        self.server.stop()
-
-    def start_server(self) -> None:
-        self.server.start()
 
 
 def options(server: KeyVaultServer, **extra: Any) -> dict[str, Any]:
@@ -295,3 +262,17 @@ def test_invalid_configuration(config: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidBackend) as caught:
         make_provider("azure", config)
     assert message in str(caught.value)
+
+
+def test_disabled_latest_version(remote: KeyVaultRemote, provider: SecretProvider) -> None:
+    """The secret's newest version disabled: latest and that version are VersionNotFound (not a missing
+    secret), also where the vault answers 404 for it, and the older version still reads."""
+    key = remote.new_key()
+    first = remote.put(key, "one")
+    second = remote.put(key, "two")
+    remote.disable(key, second)
+    for version in (None, second):
+        with pytest.raises(VersionNotFound) as caught:
+            provider.fetch(RemoteKey(key, version))
+        assert "not found or disabled" in str(caught.value)
+    assert provider.fetch(RemoteKey(key, first)) == b"one"

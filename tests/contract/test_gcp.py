@@ -2,22 +2,25 @@
 GCP-only cases.
 
 The emulator checks no credentials (IAM off), so "wrong credentials" here is a service-account key the
-client cannot use (refused before any call), and a call without credentials is not refused at all. It
-sends no CRC32C either: test_checksum_mismatch_is_detected corrupts the real answer with a narrow fake.
+client cannot use (refused before any call), and a call without credentials is not refused at all. What
+the client sends is proven instead at a recording proxy in front of the emulator (harness.gcp_auth): a
+JWT signed by the configured key, or by the Application Default Credentials' key. It sends no CRC32C
+either: test_checksum_mismatch_is_detected corrupts the real answer with a narrow fake.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from google.api_core.exceptions import NotFound
 from google.cloud.secretmanager_v1 import SecretManagerServiceClient
 
-from harness.gcp_emulator import GcpSecretManagerEmulator
+from harness.controlplane import free_port
+from harness.gcp_auth import RecordingGrpcProxy, verify_self_signed_jwt
+from harness.gcp_emulator import GcpSecretManagerEmulator, SecretManagerRemote, new_service_account_key
 from managed_secrets.errors import (
     AuthFailed,
     BackendUnavailable,
@@ -25,71 +28,13 @@ from managed_secrets.errors import (
     InvalidSpec,
     VersionNotFound,
 )
-from managed_secrets.providers.base import RemoteKey, SecretProvider
+from managed_secrets.providers.base import RemoteKey, SecretProvider, ValidatingProvider
 from managed_secrets.providers.gcp import crc32c
-from managed_secrets.testing.contract import ProviderContract, Value
+from managed_secrets.testing.contract import ProviderContract
 
 from .conftest import NAMESPACE, InMemoryCredentials, make_provider
 
 OPTIONS = {"timeout_seconds": 2}
-
-
-class SecretManagerRemote:
-    supports_binary = True
-    max_value_size = 64 * 1024
-
-    def __init__(self, emulator: GcpSecretManagerEmulator) -> None:
-        self.emulator = emulator
-
-    def new_key(self) -> str:
-        return f"contract-{uuid.uuid4().hex[:12]}"
-
-    def _parent(self, key: str) -> str:
-        return f"projects/{self.emulator.project}/secrets/{key}"
-
-    def create(self, key: str, labels: dict[str, str] | None = None) -> None:
-        # With replication, as real GCP requires (the emulator would accept a secret without).
-        with self.emulator.client() as client:
-            client.create_secret(
-                request={
-                    "parent": f"projects/{self.emulator.project}",
-                    "secret_id": key,
-                    "secret": {"replication": {"automatic": {}}, "labels": labels or {}},
-                }
-            )
-
-    def put(self, key: str, value: Value) -> str:
-        with self.emulator.client() as client:
-            try:
-                client.get_secret(request={"name": self._parent(key)})
-            except NotFound:
-                self.create(key)
-            version = client.add_secret_version(
-                request={"parent": self._parent(key), "payload": {"data": self.expected(value)}}
-            )
-        return str(version.name.rsplit("/", 1)[-1])
-
-    def delete(self, key: str) -> None:
-        with self.emulator.client() as client:
-            client.delete_secret(request={"name": self._parent(key)})
-
-    def disable(self, key: str, version: str) -> None:
-        with self.emulator.client() as client:
-            client.disable_secret_version(request={"name": f"{self._parent(key)}/versions/{version}"})
-
-    def expected(self, value: Value) -> bytes:
-        if isinstance(value, dict):
-            return json.dumps(value).encode()
-        return value if isinstance(value, bytes) else value.encode()
-
-    def missing_version(self) -> str:
-        return "999"
-
-    def stop_server(self) -> None:
-        self.emulator.stop()
-
-    def start_server(self) -> None:
-        self.emulator.start()
 
 
 def key_credentials(key_json: str) -> InMemoryCredentials:
@@ -203,3 +148,81 @@ def test_invalid_project() -> None:
         make_provider("gcp", {"projectID": "Not A Project"})
     with pytest.raises(InvalidBackend):
         make_provider("gcp", {"endpoint": "127.0.0.1:1"})
+
+
+@pytest.fixture
+def proxy(gcp_emulator: GcpSecretManagerEmulator) -> Iterator[RecordingGrpcProxy]:
+    with RecordingGrpcProxy(gcp_emulator.endpoint) as recording:
+        yield recording
+
+
+def test_key_auth_sends_a_jwt_signed_by_the_key(
+    remote: SecretManagerRemote, proxy: RecordingGrpcProxy, gcp_emulator: GcpSecretManagerEmulator
+) -> None:
+    key = remote.new_key()
+    remote.put(key, "via-key")
+    config = {**gcp_config(gcp_emulator), "endpoint": proxy.endpoint}
+    provider = make_provider("gcp", config, key_credentials(gcp_emulator.reader.json), OPTIONS)
+    try:
+        assert provider.fetch(RemoteKey(key)) == b"via-key"
+    finally:
+        provider.close()
+    tokens = proxy.tokens()
+    assert len(proxy.calls) == 1, proxy.calls
+    assert len(tokens) == 1, proxy.calls
+    verify_self_signed_jwt(tokens[0], gcp_emulator.reader.info)
+
+
+@pytest.fixture
+def no_ambient_google_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ADC from this machine: no key file variable, an empty gcloud config, and the metadata server's
+    address a closed loopback port (nothing leaves 127.0.0.1)."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{free_port()}")
+    monkeypatch.setenv("GCE_METADATA_DETECT_RETRIES", "1")
+
+
+@pytest.mark.usefixtures("no_ambient_google_identity")
+def test_application_default_credentials_from_a_key_file(
+    remote: SecretManagerRemote,
+    proxy: RecordingGrpcProxy,
+    gcp_emulator: GcpSecretManagerEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Without an auth block the operator's own ADC are used (here GOOGLE_APPLICATION_CREDENTIALS, as a
+    mounted key would be): the calls carry a JWT signed by that file's key, and no Secret is read."""
+    operator_key = new_service_account_key(gcp_emulator.project, "operator")
+    key_file = tmp_path / "adc.json"
+    key_file.write_text(operator_key.json)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    key = remote.new_key()
+    remote.put(key, "via-adc")
+    credentials = InMemoryCredentials()
+    config = {"projectID": gcp_emulator.project, "endpoint": proxy.endpoint}
+    provider = make_provider("gcp", config, credentials, OPTIONS)
+    try:
+        assert provider.fetch(RemoteKey(key)) == b"via-adc"
+        assert isinstance(provider, ValidatingProvider)
+        provider.validate()
+    finally:
+        provider.close()
+    tokens = proxy.tokens()
+    assert len(tokens) == len(proxy.calls) == 2, proxy.calls
+    for token in tokens:
+        verify_self_signed_jwt(token, operator_key.info)
+    assert credentials.reads == []
+
+
+@pytest.mark.usefixtures("no_ambient_google_identity")
+def test_without_application_default_credentials_nothing_is_sent(
+    proxy: RecordingGrpcProxy, gcp_emulator: GcpSecretManagerEmulator
+) -> None:
+    """No ADC on this machine: AuthFailed naming the cause, and no call reaches the server unauthenticated."""
+    config = {"projectID": gcp_emulator.project, "endpoint": proxy.endpoint}
+    provider = make_provider("gcp", config, InMemoryCredentials(), OPTIONS)
+    with pytest.raises(AuthFailed) as caught:
+        provider.fetch(RemoteKey("anything"))
+    assert "DefaultCredentialsError" in str(caught.value)
+    assert proxy.calls == []

@@ -20,15 +20,21 @@ import os
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import grpc
+from google.api_core.exceptions import NotFound
 
 from .controlplane import HarnessError, ServerProcess, free_port, wait_until
 from .lifecycle import ServerHarness
+
+if TYPE_CHECKING:
+    from managed_secrets.testing.contract import Value
+
 from .servers import GCP_EMULATOR_SCRIPT, build_server
 
 
@@ -148,3 +154,65 @@ class GcpSecretManagerEmulator(ServerHarness):
             yield SecretManagerServiceClient(transport=SecretManagerServiceGrpcTransport(channel=channel))
         finally:
             channel.close()
+
+
+class SecretManagerRemote:
+    supports_binary = True
+    max_value_size = 64 * 1024
+
+    def __init__(self, emulator: GcpSecretManagerEmulator) -> None:
+        self.emulator = emulator
+
+    def new_key(self) -> str:
+        return f"contract-{uuid.uuid4().hex[:12]}"
+
+    def _parent(self, key: str) -> str:
+        return f"projects/{self.emulator.project}/secrets/{key}"
+
+    def create(self, key: str, labels: dict[str, str] | None = None) -> None:
+        # With replication, as real GCP requires (the emulator would accept a secret without).
+        with self.emulator.client() as client:
+            client.create_secret(
+                request={
+                    "parent": f"projects/{self.emulator.project}",
+                    "secret_id": key,
+                    "secret": {"replication": {"automatic": {}}, "labels": labels or {}},
+                }
+            )
+
+    def put(self, key: str, value: Value) -> str:
+        with self.emulator.client() as client:
+            try:
+                client.get_secret(request={"name": self._parent(key)})
+            except NotFound:
+                self.create(key)
+            version = client.add_secret_version(
+                request={"parent": self._parent(key), "payload": {"data": self.expected(value)}}
+            )
+        return str(version.name.rsplit("/", 1)[-1])
+
+    def delete(self, key: str) -> None:
+        with self.emulator.client() as client:
+            client.delete_secret(request={"name": self._parent(key)})
+
+    def disable(self, key: str, version: str) -> None:
+        with self.emulator.client() as client:
+            client.disable_secret_version(request={"name": f"{self._parent(key)}/versions/{version}"})
+
+    def expected(self, value: Value) -> bytes:
+        if isinstance(value, dict):
+            return json.dumps(value).encode()
+        return value if isinstance(value, bytes) else value.encode()
+
+    def missing_version(self) -> str:
+        return "999"
+
+    def stop_server(self) -> None:
+        self.emulator.stop()
+
+    def start_server(self) -> None:
+        self.emulator.start()
+
+    def enable(self, key: str, version: str) -> None:
+        with self.emulator.client() as client:
+            client.enable_secret_version(request={"name": f"{self._parent(key)}/versions/{version}"})

@@ -41,11 +41,15 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import parse_qs
 
 from .controlplane import HarnessError, ServerProcess, free_ports, wait_until
 from .lifecycle import ServerHarness
+
+if TYPE_CHECKING:
+    from managed_secrets.testing.contract import Value
+
 from .servers import LOWKEY_VAULT_SCRIPT, build_server
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -359,3 +363,55 @@ class KeyVaultServer(ServerHarness):
             connection_verify=str(self.lowkey_pem),
             retry_total=0,
         )
+
+
+class KeyVaultRemote:
+    supports_binary = False
+    max_value_size = 25 * 1024  # Key Vault's limit for a secret value
+
+    def __init__(self, server: KeyVaultServer) -> None:
+        self.server = server
+
+    def new_key(self) -> str:
+        return f"contract-{uuid.uuid4().hex[:12]}"
+
+    def put(self, key: str, value: Value) -> str:
+        from azure.core.exceptions import HttpResponseError
+
+        with self.server.client() as client:
+            try:
+                secret = client.set_secret(key, self.expected(value).decode())
+            except HttpResponseError as error:
+                if error.status_code != 409:
+                    raise
+                # A deleted (soft-deleted) name is set again after recovering it, as in Key Vault; this
+                # vault does not purge.
+                client.begin_recover_deleted_secret(key).wait()
+                secret = client.set_secret(key, self.expected(value).decode())
+        return str(secret.properties.version)
+
+    def disable(self, key: str, version: str) -> None:
+        with self.server.client() as client:
+            client.update_secret_properties(key, version, enabled=False)
+
+    def delete(self, key: str) -> None:
+        with self.server.client() as client:
+            client.begin_delete_secret(key).wait()
+
+    def expected(self, value: Value) -> bytes:
+        if isinstance(value, dict):
+            return json.dumps(value).encode()
+        return value if isinstance(value, bytes) else value.encode()
+
+    def missing_version(self) -> str:
+        return uuid.uuid4().hex
+
+    def stop_server(self) -> None:
+        self.server.stop()
+
+    def start_server(self) -> None:
+        self.server.start()
+
+    def enable(self, key: str, version: str) -> None:
+        with self.server.client() as client:
+            client.update_secret_properties(key, version, enabled=True)

@@ -445,8 +445,6 @@ class AzureKeyVaultProvider:
         try:
             secret = self._translator.call(lambda: client.get_secret(name, version), f"read {ref}")
         except RemoteKeyNotFound:
-            if version is None:
-                raise
             self._raise_missing_version(client, ref, name)
             raise
         if secret.value is None:
@@ -477,11 +475,21 @@ class AzureKeyVaultProvider:
         self._translator.call(probe, "validate (list secret properties)")
 
     def _raise_missing_version(self, client: SecretClient, ref: RemoteKey, name: str) -> None:
+        """A 404 for a secret that has versions is a VersionNotFound: the version is missing, or disabled
+        where the vault answers 404 for that (lowkey-vault does, for latest too). Listing versions' properties
+        rather than reading latest, which may itself be the disabled one; no value is read."""
+
+        def has_versions() -> bool:
+            pages = client.list_properties_of_secret_versions(name, max_page_size=1).by_page()
+            return any(True for _ in next(pages, ()))
+
         try:
-            self._translator.call(lambda: client.get_secret(name), f"describe {name}")
+            exists = self._translator.call(has_versions, f"describe {name}")
         except SyncError:
             return
-        raise VersionNotFound(f"{self._label}: read {ref}: version {ref.version} not found")
+        if exists:
+            which = f"version {ref.version}" if ref.version else "the latest version"
+            raise VersionNotFound(f"{self._label}: read {ref}: {which} not found or disabled")
 
     def close(self) -> None:
         self._forget_client()

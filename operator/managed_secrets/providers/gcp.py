@@ -4,9 +4,10 @@ Auth: a service-account key (JSON) from a Secret, else Application Default Crede
 identity on GKE; ClusterSecretBackends only, unless the operator allows it for every SecretBackend).
 Keys sign their own JWTs for the API (no token endpoint round trip).
 
-``endpoint`` (``host:port``) points the client at an emulator over a plaintext gRPC channel; credentials,
-when configured, are then sent as a self-signed JWT in the ``authorization`` metadata, so use it only on
-a trusted network (tests use 127.0.0.1). It must be an allowed store endpoint, written
+``endpoint`` (``host:port``) points the client at an emulator over a plaintext gRPC channel; credentials
+(the configured key, else Application Default Credentials) are then sent in the ``authorization``
+metadata, a service account's as a self-signed JWT, so use it only on a trusted network (tests use
+127.0.0.1). It must be an allowed store endpoint, written
 ``http://host:port`` in the allowlist (plaintext); the default is ``https://secretmanager.googleapis.com``.
 
 Remote keys: a secret id in ``projectID``, or a full ``projects/<p>/secrets/<id>`` name (optionally with
@@ -29,6 +30,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 import google.api_core.exceptions as gexc
+import google.auth
+import google.auth.credentials
 import google.auth.exceptions
 import grpc
 from google.api_core.retry import Retry, if_exception_type
@@ -201,7 +204,7 @@ class _CallDetails(NamedTuple):
 class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Adds ``authorization`` metadata on a plaintext channel (gRPC sends call credentials only on TLS)."""
 
-    def __init__(self, credentials: service_account.Credentials) -> None:
+    def __init__(self, credentials: google.auth.credentials.Credentials) -> None:
         self._credentials = credentials
         self._request = AuthRequest()
         self._lock = threading.Lock()
@@ -222,6 +225,15 @@ class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc
             getattr(client_call_details, "compression", None),
         )
         return continuation(details, request)
+
+
+def _application_default_credentials() -> google.auth.credentials.Credentials:
+    """ADC for a channel we build ourselves (an emulator endpoint): the SDK's client finds them by
+    itself only on its own TLS channel. A service account then signs its own JWTs, as with a key."""
+    credentials, _project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+    if isinstance(credentials, service_account.Credentials):
+        credentials = credentials.with_always_use_jwt_access(always_use_jwt_access=True)  # type: ignore[no-untyped-call]
+    return credentials
 
 
 class GCPProvider:
@@ -293,8 +305,9 @@ class GCPProvider:
                 ],
             )
             self._channel = channel
-            if credentials is not None:
-                channel = grpc.intercept_channel(channel, _BearerInterceptor(credentials))
+            channel = grpc.intercept_channel(
+                channel, _BearerInterceptor(credentials or _application_default_credentials())
+            )
             return SecretManagerServiceClient(transport=SecretManagerServiceGrpcTransport(channel=channel))
         if credentials is None:
             # Application Default Credentials; google.auth.default() raises DefaultCredentialsError.
