@@ -80,6 +80,16 @@ def run_store_lifecycle(
         kube.force_sync(namespace, name)
         return kube.wait_ready(namespace, name, "False", reason, timeout=timeout)
 
+    def use_credentials(credentials_key: str) -> None:
+        kube.custom.patch_namespaced_custom_object(
+            "managedsecrets.io",
+            "v1alpha1",
+            namespace,
+            "secretbackends",
+            "store",
+            {"spec": store.backend_spec(credentials_key)},
+        )
+
     def heals(name: str, timeout: float = 30) -> None:
         kube.force_sync(namespace, name)
         kube.wait_ready(namespace, name, timeout=timeout)
@@ -140,24 +150,10 @@ def run_store_lifecycle(
 
     # Wrong credentials: a new backend generation makes the operator build a client with them.
     unchanged = frozen("db")
-    kube.custom.patch_namespaced_custom_object(
-        "managedsecrets.io",
-        "v1alpha1",
-        namespace,
-        "secretbackends",
-        "store",
-        {"spec": store.backend_spec("bad")},
-    )
+    use_credentials("bad")
     fails("db", "AuthFailed", timeout=60)
     unchanged()
-    kube.custom.patch_namespaced_custom_object(
-        "managedsecrets.io",
-        "v1alpha1",
-        namespace,
-        "secretbackends",
-        "store",
-        {"spec": store.backend_spec("good")},
-    )
+    use_credentials("good")
     heals("db", timeout=60)
     unchanged()
 
