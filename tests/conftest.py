@@ -9,7 +9,8 @@ import contextlib
 import logging
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -23,6 +24,7 @@ from harness.controlplane import (
     build_testbins,
 )
 from harness.gcp_emulator import GcpSecretManagerEmulator
+from harness.lifecycle import ServerHarness
 from harness.lowkey import KeyVaultServer
 from harness.openbao import OpenBao
 from harness.operator import AwsCalls, OperatorRunner
@@ -192,23 +194,24 @@ def debug_log() -> Iterator[DebugLogCapture]:
 # -- the GCP and Azure test servers (the contract suite and the end-to-end tests) ----------------------
 
 
+def _started_or_skipped(server: Callable[[], ServerHarness], what: str) -> Iterator[Any]:
+    """The server, running for the session; the test skipped (saying which build step failed) when it
+    cannot be had."""
+    try:
+        started = server()
+    except ServerUnavailable as error:
+        pytest.skip(f"{what} unavailable: {error}")
+    with started:
+        yield started
+
+
 @pytest.fixture(scope="session")
 def gcp_emulator() -> Iterator[GcpSecretManagerEmulator]:
-    """The real GCP emulator; skipped (saying which build step failed) when it cannot be had."""
-    try:
-        server = GcpSecretManagerEmulator()
-    except ServerUnavailable as error:
-        pytest.skip(f"GCP Secret Manager emulator unavailable: {error}")
-    with server:
-        yield server
+    """The real GCP emulator."""
+    yield from _started_or_skipped(GcpSecretManagerEmulator, "GCP Secret Manager emulator")
 
 
 @pytest.fixture(scope="session")
 def keyvault() -> Iterator[KeyVaultServer]:
-    """The real lowkey-vault; skipped (saying which build step failed) when it cannot be had."""
-    try:
-        server = KeyVaultServer()
-    except ServerUnavailable as error:
-        pytest.skip(f"lowkey-vault unavailable: {error}")
-    with server:
-        yield server
+    """The real lowkey-vault."""
+    yield from _started_or_skipped(KeyVaultServer, "lowkey-vault")

@@ -31,11 +31,10 @@ from google.api_core.exceptions import NotFound
 
 from .controlplane import HarnessError, ServerProcess, free_port, wait_until
 from .lifecycle import ServerHarness
+from .servers import GCP_EMULATOR_SCRIPT, build_server
 
 if TYPE_CHECKING:
     from managed_secrets.testing.contract import Value
-
-from .servers import GCP_EMULATOR_SCRIPT, build_server
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,10 @@ from urllib.parse import parse_qs
 
 from .controlplane import HarnessError, ServerProcess, free_ports, wait_until
 from .lifecycle import ServerHarness
+from .servers import LOWKEY_VAULT_SCRIPT, build_server
 
 if TYPE_CHECKING:
     from managed_secrets.testing.contract import Value
-
-from .servers import LOWKEY_VAULT_SCRIPT, build_server
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: The newest Key Vault API version lowkey-vault knows.

@@ -480,8 +480,8 @@ class AzureKeyVaultProvider:
         rather than reading latest, which may itself be the disabled one; no value is read."""
 
         def has_versions() -> bool:
-            pages = client.list_properties_of_secret_versions(name, max_page_size=1).by_page()
-            return any(True for _ in next(pages, ()))
+            versions = client.list_properties_of_secret_versions(name, max_page_size=1)
+            return next(iter(versions), None) is not None
 
         try:
             exists = self._translator.call(has_versions, f"describe {name}")
