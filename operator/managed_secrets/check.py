@@ -718,6 +718,74 @@ def iter_files(paths: Iterable[str]) -> Iterator[Path]:
             yield path
 
 
+@dataclass(frozen=True)
+class SourceDocument:
+    """A resource read from a manifest file (any kind; the items of a List one by one) and where it starts."""
+
+    file: str
+    line: int
+    body: dict[str, Any] = field(repr=False)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def _read_text(path: Path) -> str | Problem:
+    name = str(path)
+    try:
+        raw = path.read_bytes() if name != "-" else sys.stdin.buffer.read()
+    except OSError as error:
+        return Problem(name, 1, f"cannot read: {error.strerror or error}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        return Problem(name, line, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start})")
+
+
+def _source_documents(text: str, filename: str) -> Iterator[SourceDocument]:
+    """The mapping documents of ``text`` (bounded as ``check`` bounds them; what it cannot read is skipped,
+    ``check`` reports it)."""
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None or size_problem(node) is not None:
+                continue
+            body = loader.construct_document(node)
+            if not isinstance(body, dict):
+                continue
+            items = body.get("items")
+            if str(body.get("kind") or "").endswith("List") and isinstance(items, list):
+                lines = Lines(node)
+                for index, item in enumerate(items):
+                    if isinstance(item, dict):
+                        yield SourceDocument(filename, lines.line(("items", index)), item)
+            else:
+                yield SourceDocument(filename, node.start_mark.line + 1, body)
+    finally:
+        loader.dispose()
+
+
+def read_manifests(paths: Iterable[str]) -> tuple[list[SourceDocument], list[Problem]]:
+    """Every document of the files and folders, with the errors ``check`` finds in them: a command that acts
+    on manifests refuses what the API server (or the operator) would refuse."""
+    checker = Checker()
+    documents: list[SourceDocument] = []
+    problems: list[Problem] = []
+    for path in iter_files(paths):
+        text = _read_text(path)
+        if isinstance(text, Problem):
+            problems.append(text)
+            continue
+        found = [problem for problem in checker.check_text(text, str(path)) if not problem.warning]
+        problems += found
+        if not found:
+            documents += _source_documents(text, str(path))
+    return documents, problems
+
+
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
@@ -733,21 +801,14 @@ def check_files(
     for path in iter_files(paths):
         files += 1
         name = str(path)
-        try:
-            raw = path.read_bytes() if name != "-" else sys.stdin.buffer.read()
-        except OSError as error:
-            print(f"{name}:1: cannot read: {error.strerror or error}", file=out)
-            errors += 1
-            continue
-        try:
-            problems = checker.check_text(raw.decode("utf-8"), name)
-        except UnicodeDecodeError as error:
-            line = raw.count(b"\n", 0, error.start) + 1
-            problems = [
-                Problem(name, line, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at offset {error.start})")
-            ]
-        except Exception as error:  # whatever one file does, the others are checked
-            problems = [Problem(name, 1, f"could not be checked: unexpected {type(error).__name__}")]
+        text = _read_text(path)
+        if isinstance(text, Problem):
+            problems = [text]
+        else:
+            try:
+                problems = checker.check_text(text, name)
+            except Exception as error:  # whatever one file does, the others are checked
+                problems = [Problem(name, 1, f"could not be checked: unexpected {type(error).__name__}")]
         for problem in problems:
             print(problem, file=out)
             if problem.warning:

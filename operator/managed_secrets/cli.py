@@ -1,4 +1,4 @@
-"""`managed-secrets run | check`: the operator's command line."""
+"""`managed-secrets run | check | exec | render`: the operator's command line."""
 
 from __future__ import annotations
 
@@ -118,7 +118,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check", help="validate manifests offline (for GitOps CI)")
     check.add_argument("files", nargs="+")
+    execute = commands.add_parser(
+        "exec",
+        help="run a command with the values of ManagedSecret manifests, resolved with your credentials",
+    )
+    _local_arguments(execute)
+    execute.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+    render = commands.add_parser("render", help="print the Secrets the operator would write (masked)")
+    _local_arguments(render)
+    render.add_argument("--format", choices=["env", "dotenv", "json", "yaml-secret"], default="yaml-secret")
+    render.add_argument("--reveal", action="store_true", help="print the values, not ****")
+    render.add_argument("-o", "--output", default=None, help="write to this file (mode 0600), not stdout")
     return parser
+
+
+def _local_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="manifest file or folder (repeatable)",
+    )
+    parser.add_argument(
+        "-n", "--namespace", default=None, help="namespace of manifests that name none; only this one"
+    )
+    parser.add_argument("--only", action="append", default=[], metavar="NAME", help="only this ManagedSecret")
+    parser.add_argument("--overrides", default=None, metavar="FILE", help="local overrides file")
+    parser.add_argument(
+        "--allowed-store-endpoint",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a store endpoint your credentials may be sent to, besides the public cloud ones and loopback",
+    )
 
 
 def _config(args: argparse.Namespace) -> OperatorConfig:
@@ -155,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from managed_secrets.check import check_files  # noqa: PLC0415
 
         return check_files(args.files)
+    if args.command in ("exec", "render"):
+        from managed_secrets.local.main import run_local  # noqa: PLC0415
+
+        return run_local(args, parser)
     limit_malloc_arenas()
     try:
         config = _config(args)

@@ -22,10 +22,13 @@ class ProviderPool:
         credentials: CredentialSource,
         options: Mapping[str, Any] | None = None,
         policy: CredentialPolicy | None = None,
+        backend_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self._registry = registry
         self._credentials = credentials
         self._options = dict(options or {})
+        #: str(backend id) -> options over ``options`` for that backend only (local overrides).
+        self._backend_options = {name: dict(extra) for name, extra in (backend_options or {}).items()}
         self._policy = policy or CredentialPolicy()
         self._lock = threading.Lock()
         self._clients: dict[str, tuple[tuple[str, str, int], SecretProvider]] = {}
@@ -48,7 +51,7 @@ class ProviderPool:
                 credentials=self._credentials,
                 default_namespace=backend.default_namespace,
                 backend_label=name,
-                options=self._options,
+                options={**self._options, **self._backend_options.get(name, {})},
                 backend=BackendName(backend.id.kind, backend.id.name),
                 policy=self._policy,
             )

@@ -21,7 +21,9 @@ option are the operator's own identity: ClusterSecretBackends only, unless the o
 every SecretBackend.
 
 ``ProviderContext.options`` (tests and tuning, never part of the CRD): ``azure_credential`` (a ready
-TokenCredential), ``azure_connection_verify`` (CA bundle path for Key Vault and the identity endpoints),
+TokenCredential), ``azure_caller_credential`` (True outside the cluster, for ``managed-secrets exec`` and
+``render``: the caller's own credentials, as azure-identity's DefaultAzureCredential finds them: environment,
+Azure CLI, azd, PowerShell; never a managed identity), ``azure_connection_verify`` (CA bundle path for Key Vault and the identity endpoints),
 ``azure_verify_challenge_resource`` (False for emulators whose host is not ``*.vault.azure.net``),
 ``azure_authority_host`` (identity endpoint of a sovereign cloud or a test server),
 ``azure_api_version`` (a Key Vault API version the server knows; emulators lag the SDK's default),
@@ -52,6 +54,7 @@ from azure.core.exceptions import (
 from azure.identity import (
     ClientAssertionCredential,
     ClientSecretCredential,
+    DefaultAzureCredential,
     ManagedIdentityCredential,
     WorkloadIdentityCredential,
 )
@@ -260,7 +263,7 @@ class AzureKeyVaultProvider:
 
     def _check_auth_settings(self) -> None:
         config = self._config
-        if self._context.options.get("azure_credential") is not None:
+        if self._context.options.get("azure_credential") is not None or self._caller_credential:
             return
         if config.auth_type is AzureAuthType.SERVICE_PRINCIPAL:
             secret_ref = config.auth_secret_ref
@@ -289,12 +292,19 @@ class AzureKeyVaultProvider:
         context.check_endpoint(config.vault_url, "azure.vaultURL")
         if context.options.get("azure_credential") is not None:
             context.use_operator_identity("the operator's azure_credential")
+        elif self._caller_credential:
+            context.check_endpoint(self._authority_url(), "the Entra ID authority host")
+            context.use_operator_identity("the caller's Azure credentials")
         elif config.auth_type is AzureAuthType.MANAGED_IDENTITY:
             context.use_operator_identity("azure.authType ManagedIdentity")
         else:
             context.check_endpoint(self._authority_url(), "the Entra ID authority host")
             if config.service_account_ref is None and config.auth_type is AzureAuthType.WORKLOAD_IDENTITY:
                 context.use_operator_identity("azure WorkloadIdentity without serviceAccountRef")
+
+    @property
+    def _caller_credential(self) -> bool:
+        return bool(self._context.options.get("azure_caller_credential"))
 
     def _authority_url(self) -> str:
         authority = str(
@@ -328,6 +338,11 @@ class AzureKeyVaultProvider:
         override = self._context.options.get("azure_credential")
         if override is not None:
             return override  # type: ignore[no-any-return]
+        if self._caller_credential:
+            # A laptop or CI job has no managed identity; probing for one only adds a timeout.
+            return DefaultAzureCredential(
+                exclude_managed_identity_credential=True, **self._identity_options()
+            )
         config = self._config
         if config.auth_type is AzureAuthType.MANAGED_IDENTITY:
             return ManagedIdentityCredential(client_id=config.client_id, **self._transport_options)

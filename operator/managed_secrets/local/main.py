@@ -1,0 +1,71 @@
+"""The ``exec`` and ``render`` commands: arguments in, an exit status out; errors are one line each."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from managed_secrets.errors import SyncError
+from managed_secrets.local.execute import run
+from managed_secrets.local.output import CiSystem, Format, detect_ci, github_masks, render_text, split
+from managed_secrets.local.overrides import OverridesError, load_overrides
+from managed_secrets.local.resolve import Resolution, resolve
+from managed_secrets.logsafety import configure_logging
+
+
+def _resolve(args: argparse.Namespace) -> Resolution:
+    return resolve(
+        args.filename,
+        namespace=args.namespace,
+        only=args.only,
+        overrides=load_overrides(args.overrides),
+        allowed_endpoints=args.allowed_store_endpoint,
+    )
+
+
+def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    configure_logging("WARNING", "text")
+    argv = list(getattr(args, "argv", None) or [])
+    command = argv[1:] if argv[:1] == ["--"] else argv
+    if args.command == "exec" and not command:
+        parser.error("exec needs a command: managed-secrets exec -f PATH -- COMMAND ARGS...")
+    if (
+        args.command == "render"
+        and args.reveal
+        and args.output is None
+        and detect_ci(os.environ) is not CiSystem.NONE
+    ):
+        parser.error("--reveal in CI would print the values into the job log: write them with --output FILE")
+    try:
+        resolution = _resolve(args)
+    except (OverridesError, ValueError) as error:
+        print(f"managed-secrets {args.command}: {error}", file=sys.stderr)
+        return 2
+    if not resolution.ok:
+        for line in resolution.errors():
+            print(line, file=sys.stderr)
+        return 1
+    try:
+        if args.command == "exec":
+            return run(command, split(resolution.secrets))
+        return _render(args, resolution)
+    except SyncError as error:
+        print(f"managed-secrets {args.command}: {error.reason}: {error.message}", file=sys.stderr)
+        return 1
+
+
+def _render(args: argparse.Namespace, resolution: Resolution) -> int:
+    text, notes = render_text(resolution.secrets, Format(args.format), reveal=args.reveal)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.reveal and detect_ci(os.environ) is CiSystem.GITHUB:
+        for line in github_masks(resolution.secrets):
+            print(line)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    handle = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(text)
+    return 0

@@ -1,0 +1,378 @@
+"""`managed-secrets exec` and `render` against the real OpenBao and moto, and against the operator's own
+Secret on the real control plane: the same manifests, the same values, nothing on stdout, stderr or disk."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harness.moto_server import MotoServer
+from harness.openbao import OpenBao
+from kube import Kube
+from managed_secrets.api import GROUP, VERSION
+
+CLI = [sys.executable, "-m", "managed_secrets"]
+TIMEOUT = 120
+
+
+def manifest(kind: str, name: str, spec: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": meta, "spec": dict(spec)}
+
+
+def write_manifests(folder: Path, documents: Sequence[Mapping[str, Any]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "manifests.yaml"
+    path.write_text(yaml.safe_dump_all(list(documents), sort_keys=False))
+    return path
+
+
+def vault_backend_spec(addr: str) -> dict[str, Any]:
+    """A production-like backend: Kubernetes auth, which only works in the cluster; exec uses the caller's."""
+    return {
+        "vault": {
+            "server": addr,
+            "path": "secret",
+            "auth": {"kubernetes": {"role": "app", "serviceAccountRef": {"name": "app"}}},
+        }
+    }
+
+
+def app_spec(key: str) -> dict[str, Any]:
+    return {
+        "backendRef": {"name": "vault"},
+        "target": {"name": "app-config"},
+        "data": [
+            {"secretKey": "DB_PASSWORD", "remoteRef": {"key": key, "property": "password"}},
+            {"secretKey": "config.json", "remoteRef": {"key": key, "property": "config"}},
+        ],
+        "dataFrom": [{"extract": {"key": f"{key}-extra"}}],
+    }
+
+
+def digest(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+#: The child prints digests of what it got, never the values, and where its files are.
+CHILD = """
+import hashlib, json, os, pathlib, sys
+folder = os.environ.get("MANAGED_SECRETS_DIR")
+files = {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+         for p in pathlib.Path(folder).rglob("*") if p.is_file()} if folder else {}
+env = {k: hashlib.sha256(os.environ[k].encode()).hexdigest() for k in sys.argv[1:] if k in os.environ}
+print(json.dumps({"dir": folder, "files": files, "env": env}), flush=True)
+"""
+
+
+def run_cli(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def assert_no_canary(canary: str, *texts: str, folders: Sequence[Path] = ()) -> None:
+    for text in texts:
+        assert canary not in text
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert canary.encode() not in path.read_bytes(), f"{path} holds the canary"
+
+
+@pytest.fixture
+def vault_key(openbao: OpenBao) -> tuple[str, str]:
+    key = f"local/{uuid.uuid4().hex[:8]}"
+    canary = f"canary-{uuid.uuid4().hex}"
+    client = openbao.client()
+    client.secrets.kv.v2.create_or_update_secret(
+        path=key, secret={"password": canary, "config": json.dumps({"pw": canary})}, mount_point="secret"
+    )
+    client.secrets.kv.v2.create_or_update_secret(
+        path=f"{key}-extra", secret={"API_TOKEN": f"{canary}-api", "REGION": "eu"}, mount_point="secret"
+    )
+    return key, canary
+
+
+def caller_env(openbao: OpenBao, home: Path) -> dict[str, str]:
+    return {"VAULT_TOKEN": openbao.root_token, "HOME": str(home), "MANAGED_SECRETS_TEST": "1"}
+
+
+def test_exec_gives_the_process_the_values_and_leaves_nothing(
+    openbao: OpenBao, vault_key: tuple[str, str], tmp_path: Path
+) -> None:
+    key, canary = vault_key
+    path = write_manifests(
+        tmp_path / "repo",
+        [
+            manifest("SecretBackend", "vault", vault_backend_spec(openbao.addr)),
+            manifest("ManagedSecret", "app", app_spec(key)),
+        ],
+    )
+    done = run_cli(
+        ["exec", "-f", str(path), "--", sys.executable, "-c", CHILD, "DB_PASSWORD", "API_TOKEN", "REGION"],
+        caller_env(openbao, tmp_path),
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["env"] == {
+        "DB_PASSWORD": digest(canary),
+        "API_TOKEN": digest(f"{canary}-api"),
+        "REGION": digest("eu"),
+    }
+    assert seen["files"] == {"app-config/config.json": digest(json.dumps({"pw": canary}))}
+    assert seen["dir"] is not None
+    assert not Path(seen["dir"]).exists(), "the private directory outlived the process"
+    assert_no_canary(canary, done.stdout, done.stderr, folders=[tmp_path])
+
+
+def test_exit_status_and_a_signal_pass_through_and_the_files_go(
+    openbao: OpenBao, vault_key: tuple[str, str], tmp_path: Path
+) -> None:
+    key, canary = vault_key
+    path = write_manifests(
+        tmp_path / "repo",
+        [
+            manifest("SecretBackend", "vault", vault_backend_spec(openbao.addr)),
+            manifest("ManagedSecret", "app", app_spec(key)),
+        ],
+    )
+    env = caller_env(openbao, tmp_path)
+    assert run_cli(["exec", "-f", str(path), "--", "sh", "-c", "exit 7"], env, tmp_path).returncode == 7
+
+    marker = tmp_path / "dir.txt"
+    script = f'echo "$MANAGED_SECRETS_DIR" > {marker}; exec sleep 300'
+    process = subprocess.Popen(
+        [*CLI, "exec", "-f", str(path), "--", "sh", "-c", script],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (marker.exists() and marker.read_text().strip()):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.1)
+        folder = Path(marker.read_text().strip())
+        assert (folder / "app-config" / "config.json").exists()
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGTERM, stderr  # the child died of SIGTERM, so did exec
+    assert not folder.exists(), "the private directory outlived a SIGTERM"
+    assert_no_canary(canary, stdout, stderr, folders=[tmp_path])
+
+
+def test_errors_name_the_manifest_line_and_the_reason_never_a_value(
+    openbao: OpenBao, vault_key: tuple[str, str], tmp_path: Path
+) -> None:
+    key, canary = vault_key
+    spec = app_spec(key)
+    spec["data"].append({"secretKey": "MISSING", "remoteRef": {"key": key, "property": "nope"}})
+    path = write_manifests(
+        tmp_path / "repo",
+        [
+            manifest("SecretBackend", "vault", vault_backend_spec(openbao.addr)),
+            manifest("ManagedSecret", "app", spec),
+        ],
+    )
+    done = run_cli(["exec", "-f", str(path), "--", "true"], caller_env(openbao, tmp_path), tmp_path)
+    assert done.returncode == 1
+    line = (
+        next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text == "kind: ManagedSecret")
+        - 1
+    )
+    assert f"{path}:{line}: ManagedSecret default/app: PropertyNotFound:" in done.stderr
+    assert_no_canary(canary, done.stdout, done.stderr)
+
+    # A server not on the allowlist gets no token: a manifest cannot send the caller's token elsewhere.
+    elsewhere = write_manifests(
+        tmp_path / "evil",
+        [
+            manifest("SecretBackend", "vault", vault_backend_spec("https://vault.attacker.example")),
+            manifest("ManagedSecret", "app", app_spec(key)),
+        ],
+    )
+    done = run_cli(["render", "-f", str(elsewhere)], caller_env(openbao, tmp_path), tmp_path)
+    assert done.returncode == 1
+    assert "EndpointNotAllowed" in done.stderr
+
+
+def test_overrides_point_a_backend_elsewhere_and_the_token_helper_is_used(
+    openbao: OpenBao, vault_key: tuple[str, str], tmp_path: Path
+) -> None:
+    key, canary = vault_key
+    path = write_manifests(
+        tmp_path / "repo",
+        [
+            manifest("SecretBackend", "vault", vault_backend_spec("https://vault.prod.example:8200")),
+            manifest("ManagedSecret", "app", app_spec(key)),
+        ],
+    )
+    overrides = tmp_path / "local.yaml"
+    overrides.write_text(
+        yaml.safe_dump({"backends": [{"name": "vault", "patch": {"vault": {"server": openbao.addr}}}]})
+    )
+    helper = tmp_path / "helper.sh"
+    helper.write_text(f'#!/bin/sh\n[ "$1" = get ] && echo {openbao.root_token}\n')
+    helper.chmod(0o700)
+    (tmp_path / ".vault").write_text(f'token_helper = "{helper}"\n')
+    env = {"HOME": str(tmp_path), "VAULT_TOKEN": ""}
+    done = run_cli(
+        ["render", "-f", str(path), "--overrides", str(overrides), "--format", "json", "--reveal"],
+        env,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["app-config"]["DB_PASSWORD"] == canary
+    masked = run_cli(
+        ["render", "-f", str(path), "--overrides", str(overrides), "--format", "dotenv"], env, tmp_path
+    )
+    assert masked.returncode == 0, masked.stderr
+    assert 'DB_PASSWORD="****"' in masked.stdout
+    assert "config.json" in masked.stderr  # a file-shaped key is left out of dotenv, and said so
+    assert_no_canary(canary, masked.stdout, masked.stderr)
+
+
+def test_github_actions_masks_every_value_and_reveal_needs_a_file(
+    openbao: OpenBao, vault_key: tuple[str, str], tmp_path: Path
+) -> None:
+    key, canary = vault_key
+    path = write_manifests(
+        tmp_path / "repo",
+        [
+            manifest("SecretBackend", "vault", vault_backend_spec(openbao.addr)),
+            manifest("ManagedSecret", "app", app_spec(key)),
+        ],
+    )
+    env = {**caller_env(openbao, tmp_path), "GITHUB_ACTIONS": "true"}
+    refused = run_cli(["render", "-f", str(path), "--reveal"], env, tmp_path)
+    assert refused.returncode == 2
+    assert canary not in refused.stdout + refused.stderr
+    out = tmp_path / "app.env"
+    done = run_cli(
+        ["render", "-f", str(path), "--reveal", "--format", "dotenv", "-o", str(out)], env, tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"::add-mask::{canary}" in done.stdout.splitlines()
+    assert f"::add-mask::{canary}-api" in done.stdout.splitlines()
+    assert all(line.startswith("::add-mask::") for line in done.stdout.splitlines())
+    assert f'DB_PASSWORD="{canary}"' in out.read_text()
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture(scope="module")
+def local_moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+def test_exec_with_the_aws_credential_chain(local_moto: MotoServer, tmp_path: Path) -> None:
+    assert local_moto.reader is not None
+    assert local_moto.admin is not None
+    key = f"local/{uuid.uuid4().hex[:8]}"
+    canary = f"canary-{uuid.uuid4().hex}"
+    local_moto.client("secretsmanager", keys=local_moto.admin).create_secret(
+        Name=key, SecretString=json.dumps({"password": canary})
+    )
+    backend = {
+        "aws": {
+            "region": local_moto.region,
+            "endpoint": local_moto.endpoint,
+            "auth": {
+                "secretRef": {
+                    "accessKeyID": {"name": "aws-creds", "key": "id"},
+                    "secretAccessKey": {"name": "aws-creds", "key": "secret"},
+                }
+            },
+        }
+    }
+    spec = {
+        "backendRef": {"name": "aws"},
+        "data": [
+            {"secretKey": "DB_PASSWORD", "remoteRef": {"key": key, "property": "password"}},
+            {"secretKey": "RAW", "remoteRef": {"key": key}},
+        ],
+    }
+    path = write_manifests(
+        tmp_path / "repo", [manifest("SecretBackend", "aws", backend), manifest("ManagedSecret", "app", spec)]
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": local_moto.reader.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": local_moto.reader.secret_access_key,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "HOME": str(tmp_path),
+    }
+    done = run_cli(
+        ["exec", "-f", str(path), "--", sys.executable, "-c", CHILD, "DB_PASSWORD", "RAW"], env, tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["env"] == {
+        "DB_PASSWORD": digest(canary),
+        "RAW": digest(json.dumps({"password": canary})),
+    }
+    assert_no_canary(canary, done.stdout, done.stderr, folders=[tmp_path])
+
+
+@pytest.mark.cluster
+def test_render_matches_the_secret_the_operator_writes(
+    operator: object, openbao: OpenBao, kube: Kube, namespace: str, vault_key: tuple[str, str], tmp_path: Path
+) -> None:
+    key, canary = vault_key
+    kube.create_vault_token_backend(namespace, openbao.addr, openbao.root_token)
+    spec = app_spec(key)
+    spec["target"] = {
+        "name": "app-config",
+        "labels": {"team": "a"},
+        "template": {
+            "data": {"URL": "https://app:{{ DB_PASSWORD }}@db/{{ REGION }}", "REGION": "{{ REGION }}"}
+        },
+    }
+    kube.create_ms(namespace, "app", spec)
+    kube.wait_ready(namespace, "app")
+    written = kube.existing_secret(namespace, "app-config")
+    backend = kube.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "secretbackends", "vault")
+    path = write_manifests(
+        tmp_path / "repo",
+        [
+            manifest("SecretBackend", "vault", backend["spec"], namespace),
+            manifest("ManagedSecret", "app", spec, namespace),
+        ],
+    )
+    done = run_cli(["render", "-f", str(path), "--reveal"], caller_env(openbao, tmp_path), tmp_path)
+    assert done.returncode == 0, done.stderr
+    (rendered,) = list(yaml.safe_load_all(done.stdout))
+    assert rendered["type"] == written.type
+    assert rendered["data"] == dict(written.data or {})
+    assert base64.b64decode(rendered["data"]["URL"]).decode() == f"https://app:{canary}@db/eu"
+    assert canary not in done.stderr
+    assert rendered["metadata"]["labels"] == {"team": "a"}
+    assert rendered["metadata"]["namespace"] == namespace
