@@ -376,3 +376,55 @@ def test_render_matches_the_secret_the_operator_writes(
     assert canary not in done.stderr
     assert rendered["metadata"]["labels"] == {"team": "a"}
     assert rendered["metadata"]["namespace"] == namespace
+
+
+def test_sandbox_and_exec_run_the_example_app_with_fake_values(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "app"
+    sandbox = subprocess.Popen(
+        [*CLI, "sandbox", "-f", str(example)],
+        env={**os.environ, "HOME": str(tmp_path)},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sandbox.stdout is not None
+        lines = []
+        deadline = time.monotonic() + TIMEOUT
+        while not any(line.startswith("run: managed-secrets exec") for line in lines):
+            assert time.monotonic() < deadline, "the sandbox never became ready"
+            line = sandbox.stdout.readline()
+            assert line, sandbox.communicate()
+            lines.append(line.strip())
+        overrides = next(line for line in lines if line.startswith("overrides: ")).removeprefix("overrides: ")
+        env = {"HOME": str(tmp_path), "VAULT_TOKEN": ""}
+        done = run_cli(
+            [
+                "exec",
+                "-f",
+                str(example),
+                "--overrides",
+                overrides,
+                "--",
+                sys.executable,
+                str(example / "app.py"),
+            ],
+            env,
+            tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "app: would connect to 127.0.0.1:5432/sandbox as sandbox-user"
+        rendered = run_cli(
+            ["render", "-f", str(example), "--overrides", overrides, "--format", "json", "--reveal"],
+            env,
+            tmp_path,
+        )
+        values = json.loads(rendered.stdout)
+        assert values["app-db"]["DB_PASSWORD"].startswith("fake-")
+        assert values["app-db"]["DB_USERNAME"] == "sandbox-user"
+    finally:
+        sandbox.send_signal(signal.SIGTERM)
+        sandbox.communicate(timeout=TIMEOUT)
+    assert sandbox.returncode == 0
+    assert not Path(overrides).exists(), "the sandbox left its overrides and token behind"

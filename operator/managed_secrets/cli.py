@@ -129,6 +129,16 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--format", choices=["env", "dotenv", "json", "yaml-secret"], default="yaml-secret")
     render.add_argument("--reveal", action="store_true", help="print the values, not ****")
     render.add_argument("-o", "--output", default=None, help="write to this file (mode 0600), not stdout")
+    sandbox = commands.add_parser("sandbox", help="a local OpenBao with fake values for the manifests' keys")
+    sandbox.add_argument("-f", "--filename", action="append", required=True, metavar="PATH")
+    sandbox.add_argument("-n", "--namespace", default=None)
+    sandbox.add_argument(
+        "--fixtures", default=None, metavar="FILE", help="fake values to use (YAML, never real)"
+    )
+    sandbox.add_argument(
+        "--bao", default=None, metavar="PATH", help="the OpenBao binary (default: bao on PATH)"
+    )
+    sandbox.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
     return parser
 
 
@@ -189,6 +199,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from managed_secrets.check import check_files  # noqa: PLC0415
 
         return check_files(args.files)
+    if args.command == "sandbox":
+        from managed_secrets.local.sandbox import SandboxError, run_sandbox  # noqa: PLC0415
+
+        try:
+            return run_sandbox(
+                args.filename,
+                namespace=args.namespace,
+                fixtures_path=args.fixtures,
+                bao=args.bao,
+                port=args.port,
+            )
+        except SandboxError as error:
+            parser.exit(1, f"managed-secrets sandbox: {error}\n")
     if args.command in ("exec", "render"):
         from managed_secrets.local.main import run_local  # noqa: PLC0415
 
