@@ -42,6 +42,15 @@ def write_manifests(folder: Path, documents: Sequence[Mapping[str, Any]]) -> Pat
     return path
 
 
+def vault_app(tmp_path: Path, addr: str, spec: Mapping[str, Any], folder: str = "repo") -> Path:
+    """The manifests of an app reading Vault at ``addr`` (a SecretBackend ``vault`` and a ManagedSecret ``app``)."""
+    documents = [
+        manifest("SecretBackend", "vault", vault_backend_spec(addr)),
+        manifest("ManagedSecret", "app", spec),
+    ]
+    return write_manifests(tmp_path / folder, documents)
+
+
 def vault_backend_spec(addr: str) -> dict[str, Any]:
     """A production-like backend: Kubernetes auth, which only works in the cluster; exec uses the caller's."""
     return {
@@ -123,13 +132,7 @@ def test_exec_gives_the_process_the_values_and_leaves_nothing(
     openbao: OpenBao, vault_key: tuple[str, str], tmp_path: Path
 ) -> None:
     key, canary = vault_key
-    path = write_manifests(
-        tmp_path / "repo",
-        [
-            manifest("SecretBackend", "vault", vault_backend_spec(openbao.addr)),
-            manifest("ManagedSecret", "app", app_spec(key)),
-        ],
-    )
+    path = vault_app(tmp_path, openbao.addr, app_spec(key))
     done = run_cli(
         ["exec", "-f", str(path), "--", sys.executable, "-c", CHILD, "DB_PASSWORD", "API_TOKEN", "REGION"],
         caller_env(openbao, tmp_path),
@@ -152,13 +155,7 @@ def test_exit_status_and_a_signal_pass_through_and_the_files_go(
     openbao: OpenBao, vault_key: tuple[str, str], tmp_path: Path
 ) -> None:
     key, canary = vault_key
-    path = write_manifests(
-        tmp_path / "repo",
-        [
-            manifest("SecretBackend", "vault", vault_backend_spec(openbao.addr)),
-            manifest("ManagedSecret", "app", app_spec(key)),
-        ],
-    )
+    path = vault_app(tmp_path, openbao.addr, app_spec(key))
     env = caller_env(openbao, tmp_path)
     assert run_cli(["exec", "-f", str(path), "--", "sh", "-c", "exit 7"], env, tmp_path).returncode == 7
 
@@ -196,13 +193,7 @@ def test_errors_name_the_manifest_line_and_the_reason_never_a_value(
     key, canary = vault_key
     spec = app_spec(key)
     spec["data"].append({"secretKey": "MISSING", "remoteRef": {"key": key, "property": "nope"}})
-    path = write_manifests(
-        tmp_path / "repo",
-        [
-            manifest("SecretBackend", "vault", vault_backend_spec(openbao.addr)),
-            manifest("ManagedSecret", "app", spec),
-        ],
-    )
+    path = vault_app(tmp_path, openbao.addr, spec)
     done = run_cli(["exec", "-f", str(path), "--", "true"], caller_env(openbao, tmp_path), tmp_path)
     assert done.returncode == 1
     line = (
@@ -213,13 +204,7 @@ def test_errors_name_the_manifest_line_and_the_reason_never_a_value(
     assert_no_canary(canary, done.stdout, done.stderr)
 
     # A server not on the allowlist gets no token: a manifest cannot send the caller's token elsewhere.
-    elsewhere = write_manifests(
-        tmp_path / "evil",
-        [
-            manifest("SecretBackend", "vault", vault_backend_spec("https://vault.attacker.example")),
-            manifest("ManagedSecret", "app", app_spec(key)),
-        ],
-    )
+    elsewhere = vault_app(tmp_path, "https://vault.attacker.example", app_spec(key), folder="evil")
     done = run_cli(["render", "-f", str(elsewhere)], caller_env(openbao, tmp_path), tmp_path)
     assert done.returncode == 1
     assert "EndpointNotAllowed" in done.stderr
@@ -229,13 +214,7 @@ def test_overrides_point_a_backend_elsewhere_and_the_token_helper_is_used(
     openbao: OpenBao, vault_key: tuple[str, str], tmp_path: Path
 ) -> None:
     key, canary = vault_key
-    path = write_manifests(
-        tmp_path / "repo",
-        [
-            manifest("SecretBackend", "vault", vault_backend_spec("https://vault.prod.example:8200")),
-            manifest("ManagedSecret", "app", app_spec(key)),
-        ],
-    )
+    path = vault_app(tmp_path, "https://vault.prod.example:8200", app_spec(key))
     overrides = tmp_path / "local.yaml"
     overrides.write_text(
         yaml.safe_dump({"backends": [{"name": "vault", "patch": {"vault": {"server": openbao.addr}}}]})
@@ -265,13 +244,7 @@ def test_github_actions_masks_every_value_and_reveal_needs_a_file(
     openbao: OpenBao, vault_key: tuple[str, str], tmp_path: Path
 ) -> None:
     key, canary = vault_key
-    path = write_manifests(
-        tmp_path / "repo",
-        [
-            manifest("SecretBackend", "vault", vault_backend_spec(openbao.addr)),
-            manifest("ManagedSecret", "app", app_spec(key)),
-        ],
-    )
+    path = vault_app(tmp_path, openbao.addr, app_spec(key))
     env = {**caller_env(openbao, tmp_path), "GITHUB_ACTIONS": "true"}
     refused = run_cli(["render", "-f", str(path), "--reveal"], env, tmp_path)
     assert refused.returncode == 2
@@ -390,7 +363,7 @@ def test_sandbox_and_exec_run_the_example_app_with_fake_values(tmp_path: Path) -
     )
     try:
         assert sandbox.stdout is not None
-        lines = []
+        lines: list[str] = []
         deadline = time.monotonic() + TIMEOUT
         while not any(line.startswith("run: managed-secrets exec") for line in lines):
             assert time.monotonic() < deadline, "the sandbox never became ready"

@@ -26,7 +26,7 @@ from managed_secrets.errors import SyncError
 from managed_secrets.local.cluster import LocalCluster
 from managed_secrets.local.credentials import CALLER_TOKEN_KEY, CallerCredentials
 from managed_secrets.local.overrides import NO_OVERRIDES, BackendOverride, Overrides, merge_patch
-from managed_secrets.models.backend import Backend
+from managed_secrets.models.backend import Backend, BackendId
 from managed_secrets.models.managedsecret import BackendKind, CreationPolicy, ManagedSecret
 from managed_secrets.models.parse import parse_backend, parse_managed_secret
 from managed_secrets.providers.guard import BackendName, CredentialPolicy, EndpointAllowlist, EndpointError
@@ -149,7 +149,7 @@ class _LocalBackends:
         self.credentials = credentials
         self.backends: list[Backend] = []
         self.options: dict[str, dict[str, Any]] = {}
-        #: str(backend id) -> the override marking it sandboxed, for backends standing in for another store
+        #: str(backend id) of the backends a sandbox's Vault KV stands in for (another store's)
         self.sandboxed: set[str] = set()
 
     def add(self, document: SourceDocument) -> None:
@@ -299,8 +299,7 @@ class _Resolver:
     def _is_sandboxed(ms: ManagedSecret, local: _LocalBackends) -> bool:
         ref = ms.spec.backend_ref
         namespace = ms.ref.namespace if ref.kind is BackendKind.SECRET_BACKEND else None
-        prefix = f"{namespace}/" if namespace else ""
-        return f"{ref.kind.value} {prefix}{ref.name}" in local.sandboxed
+        return str(BackendId(kind=ref.kind, name=ref.name, namespace=namespace)) in local.sandboxed
 
     @staticmethod
     def _resolve_one(
