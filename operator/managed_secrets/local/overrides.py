@@ -22,7 +22,7 @@ backend that ``managed-secrets sandbox`` serves from a local OpenBao in place of
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,3 @@ def merge_patch(target: Any, patch: Any) -> Any:
             result[key] = merge_patch(result.get(key), value)
     return result
 
-
-def endpoint_patterns(overrides: Overrides, extra: Sequence[str]) -> tuple[str, ...]:
-    return (*overrides.allowed_endpoints, *extra)
