@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from kube import Kube, allowed_for
 from leaks import assert_absent
 from managed_secrets.testing.contract import Remote
+from store_manifests import BACKEND, CREDENTIALS_SECRET, store_data, store_spec
 
 
 class LifecycleRemote(Remote, Protocol):
@@ -38,8 +39,10 @@ def run_store_lifecycle(
     kube: Kube, namespace: str, store: StoreUnderTest, log_text: Callable[[], str]
 ) -> None:
     remote = store.remote
-    kube.create_secret(namespace, "store-creds", dict(store.credentials), annotations=allowed_for("store"))
-    kube.create_backend(namespace, "store", store.backend_spec("good"))
+    kube.create_secret(
+        namespace, CREDENTIALS_SECRET, dict(store.credentials), annotations=allowed_for(BACKEND)
+    )
+    kube.create_backend(namespace, BACKEND, store.backend_spec("good"))
     key = remote.new_key()
     canary = f"canary-{secrets.token_hex(8)}"
     values: list[str] = []
@@ -52,13 +55,7 @@ def run_store_lifecycle(
         return remote.put(key, value)
 
     def data(version: str | None = None) -> list[dict[str, Any]]:
-        return [
-            {
-                "secretKey": k,
-                "remoteRef": {"key": key, "property": k, **({"version": version} if version else {})},
-            }
-            for k in ("user", "pass")
-        ]
+        return store_data(key, version)
 
     def expect(name: str, suffix: str, timeout: float = 30) -> None:
         kube.wait_secret_data(namespace, name, {"user": "app", "pass": f"{canary}-{suffix}"}, timeout=timeout)
@@ -83,7 +80,7 @@ def run_store_lifecycle(
             "v1alpha1",
             namespace,
             "secretbackends",
-            "store",
+            BACKEND,
             {"spec": store.backend_spec(credentials_key)},
         )
 
@@ -93,16 +90,12 @@ def run_store_lifecycle(
 
     # Sync, then rotation: a new version is what latest reads.
     put("one")
-    kube.create_ms(
-        namespace, "db", {"backendRef": {"name": "store"}, "refreshInterval": "1h", "data": data()}
-    )
+    kube.create_ms(namespace, "db", store_spec(key))
     expect("db", "one")
     second = put("two")
     kube.force_sync(namespace, "db")
     expect("db", "two")
-    kube.create_ms(
-        namespace, "pinned", {"backendRef": {"name": "store"}, "refreshInterval": "1h", "data": data(second)}
-    )
+    kube.create_ms(namespace, "pinned", store_spec(key, second))
     expect("pinned", "two")
 
     # A missing version.

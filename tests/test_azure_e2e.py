@@ -9,15 +9,15 @@ version, challenge checks) for this test only: they are options of the operator 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from conftest import DebugLogCapture
-from harness.lowkey import API_VERSION, CHALLENGE_TENANT, KeyVaultRemote, KeyVaultServer
+from harness.lowkey import KeyVaultRemote, KeyVaultServer
 from harness.operator import OperatorRunner
 from kube import Kube
 from store_lifecycle import StoreUnderTest, run_store_lifecycle
+from store_manifests import azure_backend_spec, azure_provider_options
 
 pytestmark = [pytest.mark.cluster]
 
@@ -26,16 +26,7 @@ pytestmark = [pytest.mark.cluster]
 def azure_options(operator: OperatorRunner, keyvault: KeyVaultServer) -> Iterator[None]:
     """The session operator, restarted with the test vault's options, and restarted without them after."""
     before = operator.config.provider_options
-    operator.restart(
-        provider_options={
-            **before,
-            "azure_connection_verify": str(keyvault.ca_path),
-            "azure_verify_challenge_resource": False,  # the vault is 127.0.0.1, not *.vault.azure.net
-            "azure_authority_host": keyvault.authority,
-            "azure_api_version": API_VERSION,
-            "azure_additionally_allowed_tenants": [CHALLENGE_TENANT],
-        }
-    )
+    operator.restart(provider_options={**before, **azure_provider_options(keyvault)})
     try:
         yield
     finally:
@@ -46,21 +37,9 @@ def azure_options(operator: OperatorRunner, keyvault: KeyVaultServer) -> Iterato
 def test_sync_rotation_failures_and_healing(
     keyvault: KeyVaultServer, kube: Kube, namespace: str, debug_log: DebugLogCapture
 ) -> None:
-    def spec(credentials_key: str) -> dict[str, Any]:
-        return {
-            "azure": {
-                "vaultURL": keyvault.vault_url,
-                "tenantID": keyvault.tenant_id,
-                "authSecretRef": {
-                    "clientID": {"name": "store-creds", "key": "client-id"},
-                    "clientSecret": {"name": "store-creds", "key": credentials_key},
-                },
-            }
-        }
-
     store = StoreUnderTest(
         KeyVaultRemote(keyvault),
-        spec,
+        lambda credentials_key: azure_backend_spec(keyvault, credentials_key),
         {
             "client-id": keyvault.principal.client_id,
             "good": keyvault.principal.secret,

@@ -8,7 +8,6 @@ in production (tests/store_lifecycle.py tells the story).
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from harness.gcp_emulator import GcpSecretManagerEmulator, SecretManagerRemote
 from harness.operator import OperatorRunner
 from kube import Kube
 from store_lifecycle import StoreUnderTest, run_store_lifecycle
+from store_manifests import gcp_backend_spec
 
 pytestmark = [pytest.mark.cluster]
 
@@ -33,18 +33,9 @@ def test_sync_rotation_failures_and_healing(
         "private_key": "-----BEGIN PRIVATE KEY-----\nbm9w\n-----END PRIVATE KEY-----\n",
     }
 
-    def spec(credentials_key: str) -> dict[str, Any]:
-        return {
-            "gcp": {
-                "projectID": gcp_emulator.project,
-                "endpoint": gcp_emulator.endpoint,
-                "auth": {"secretRef": {"secretAccessKey": {"name": "store-creds", "key": credentials_key}}},
-            }
-        }
-
     store = StoreUnderTest(
         SecretManagerRemote(gcp_emulator),
-        spec,
+        lambda credentials_key: gcp_backend_spec(gcp_emulator, credentials_key),
         {"good": gcp_emulator.reader.json, "bad": json.dumps(unusable)},
     )
     run_store_lifecycle(kube, namespace, store, debug_log.text)

@@ -1,5 +1,7 @@
-"""`managed-secrets exec` and `render` against the real OpenBao and moto, and against the operator's own
-Secret on the real control plane: the same manifests, the same values, nothing on stdout, stderr or disk."""
+"""`managed-secrets exec` and `render` against the real OpenBao, moto, the GCP emulator and lowkey-vault,
+and against the operator's own Secret on the real control plane: the same manifests (the cloud stores' are
+those of their control-plane tests, from store_manifests), the same values, nothing on stdout, stderr or
+disk."""
 
 from __future__ import annotations
 
@@ -19,10 +21,22 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.controlplane import free_port
+from harness.gcp_emulator import GcpSecretManagerEmulator, SecretManagerRemote
+from harness.lowkey import KeyVaultRemote, KeyVaultServer
 from harness.moto_server import MotoServer
 from harness.openbao import OpenBao
 from kube import Kube
 from managed_secrets.api import GROUP, VERSION
+from managed_secrets.testing.contract import Remote
+from store_manifests import (
+    BACKEND,
+    PROPERTIES,
+    azure_backend_spec,
+    azure_provider_options,
+    gcp_backend_spec,
+    store_spec,
+)
 
 CLI = [sys.executable, "-m", "managed_secrets"]
 TIMEOUT = 120
@@ -401,3 +415,81 @@ def test_sandbox_and_exec_run_the_example_app_with_fake_values(tmp_path: Path) -
         sandbox.communicate(timeout=TIMEOUT)
     assert sandbox.returncode == 0
     assert not Path(overrides).exists(), "the sandbox left its overrides and token behind"
+
+
+def exec_store_app(
+    tmp_path: Path,
+    remote: Remote,
+    backend_spec: Mapping[str, Any],
+    env: Mapping[str, str],
+    extra_args: Sequence[str] = (),
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Store a value with a canary in ``remote``, and exec the control-plane tests' manifests reading it
+    with the caller's credentials in ``env``. Returns the run and the canary."""
+    key = remote.new_key()
+    canary = f"canary-{uuid.uuid4().hex}"
+    remote.put(key, {"user": "app", "pass": canary})
+    path = write_manifests(
+        tmp_path / "repo",
+        [manifest("SecretBackend", BACKEND, backend_spec), manifest("ManagedSecret", "db", store_spec(key))],
+    )
+    done = run_cli(
+        ["exec", "-f", str(path), *extra_args, "--", sys.executable, "-c", CHILD, *PROPERTIES],
+        {"HOME": str(tmp_path), **env},
+        tmp_path,
+    )
+    assert_no_canary(canary, done.stdout, done.stderr, folders=[tmp_path])
+    return done, canary
+
+
+def assert_child_saw(done: subprocess.CompletedProcess[str], canary: str) -> None:
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["env"] == {"user": digest("app"), "pass": digest(canary)}
+    assert seen["files"] == {}
+
+
+def test_exec_with_gcp_application_default_credentials(
+    gcp_emulator: GcpSecretManagerEmulator, tmp_path: Path
+) -> None:
+    remote = SecretManagerRemote(gcp_emulator)
+    backend = gcp_backend_spec(gcp_emulator, "good")  # exec ignores auth.secretRef: ADC is the caller's
+    nothing = {
+        "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"),  # no gcloud login either
+        "GCE_METADATA_HOST": f"127.0.0.1:{free_port()}",
+        "GCE_METADATA_IP": f"127.0.0.1:{free_port()}",
+    }
+    key_file = tmp_path / "adc.json"
+    key_file.write_text(gcp_emulator.reader.json)
+    done, canary = exec_store_app(
+        tmp_path, remote, backend, {**nothing, "GOOGLE_APPLICATION_CREDENTIALS": str(key_file)}
+    )
+    assert_child_saw(done, canary)
+
+    refused, _ = exec_store_app(tmp_path, remote, backend, {**nothing, "GOOGLE_APPLICATION_CREDENTIALS": ""})
+    assert refused.returncode == 1
+    assert ": ManagedSecret default/db: AuthFailed:" in refused.stderr
+
+
+def test_exec_with_azure_environment_credentials(keyvault: KeyVaultServer, tmp_path: Path) -> None:
+    remote = KeyVaultRemote(keyvault)
+    backend = azure_backend_spec(keyvault, "good")  # exec ignores authSecretRef: the caller's identity
+    overrides = tmp_path / "local.yaml"
+    overrides.write_text(
+        yaml.safe_dump({"backends": [{"name": BACKEND, "options": azure_provider_options(keyvault)}]})
+    )
+    caller = {
+        "AZURE_TENANT_ID": keyvault.tenant_id,
+        "AZURE_CLIENT_ID": keyvault.principal.client_id,
+        "AZURE_CLIENT_SECRET": keyvault.principal.secret,
+        "AZURE_CONFIG_DIR": str(tmp_path / "azure"),  # no Azure CLI login
+    }
+    args = ["--overrides", str(overrides)]
+    done, canary = exec_store_app(tmp_path, remote, backend, caller, args)
+    assert_child_saw(done, canary)
+
+    refused, _ = exec_store_app(
+        tmp_path, remote, backend, {**caller, "AZURE_CLIENT_SECRET": "not-the-secret"}, args
+    )
+    assert refused.returncode == 1
+    assert ": ManagedSecret default/db: AuthFailed:" in refused.stderr

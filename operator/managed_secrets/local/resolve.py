@@ -159,11 +159,12 @@ class _LocalBackends:
         if entry is not None and entry.patch:
             body["spec"] = merge_patch(body.get("spec") or {}, entry.patch)
         backend = parse_backend(body)
-        self.backends.append(self._with_caller_credentials(backend, entry))
         if entry is not None:
             self.options[str(backend.id)] = dict(entry.options)
             if entry.sandboxed and original.provider != "vault":
                 self.sandboxed.add(str(backend.id))
+        # After the overrides' options: they tune a connection, they never bring back the manifest's auth.
+        self.backends.append(self._with_caller_credentials(backend, entry))
 
     def _with_caller_credentials(self, backend: Backend, entry: BackendOverride | None) -> Backend:
         config = dict(backend.config)
