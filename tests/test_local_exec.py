@@ -6,6 +6,7 @@ disk."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,9 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from harness.controlplane import free_port
 from harness.gcp_emulator import GcpSecretManagerEmulator, SecretManagerRemote
@@ -365,16 +369,19 @@ def test_render_matches_the_secret_the_operator_writes(
     assert rendered["metadata"]["namespace"] == namespace
 
 
-def test_sandbox_and_exec_run_the_example_app_with_fake_values(tmp_path: Path) -> None:
-    example = Path(__file__).resolve().parent.parent / "examples" / "app"
+@contextlib.contextmanager
+def running_sandbox(paths: Path, home: Path) -> Iterator[str]:
+    """`managed-secrets sandbox -f paths`, until it has printed its overrides file (yielded); then SIGTERM,
+    after which it must have exited cleanly and removed that file."""
     sandbox = subprocess.Popen(
-        [*CLI, "sandbox", "-f", str(example)],
-        env={**os.environ, "HOME": str(tmp_path)},
-        cwd=tmp_path,
+        [*CLI, "sandbox", "-f", str(paths)],
+        env={**os.environ, "HOME": str(home)},
+        cwd=home,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    overrides = ""
     try:
         assert sandbox.stdout is not None
         lines: list[str] = []
@@ -385,21 +392,24 @@ def test_sandbox_and_exec_run_the_example_app_with_fake_values(tmp_path: Path) -
             assert line, sandbox.communicate()
             lines.append(line.strip())
         overrides = next(line for line in lines if line.startswith("overrides: ")).removeprefix("overrides: ")
-        env = {"HOME": str(tmp_path), "VAULT_TOKEN": ""}
-        done = run_cli(
-            [
-                "exec",
-                "-f",
-                str(example),
-                "--overrides",
-                overrides,
-                "--",
-                sys.executable,
-                str(example / "app.py"),
-            ],
-            env,
-            tmp_path,
-        )
+        yield overrides
+    finally:
+        sandbox.send_signal(signal.SIGTERM)
+        sandbox.communicate(timeout=TIMEOUT)
+    assert sandbox.returncode == 0
+    assert not Path(overrides).exists(), "the sandbox left its overrides and token behind"
+
+
+#: What a caller of a sandbox has: no Vault token of their own.
+SANDBOX_CALLER = {"VAULT_TOKEN": ""}
+
+
+def test_sandbox_and_exec_run_the_example_app_with_fake_values(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "app"
+    env = {"HOME": str(tmp_path), **SANDBOX_CALLER}
+    with running_sandbox(example, tmp_path) as overrides:
+        app = [sys.executable, str(example / "app.py")]
+        done = run_cli(["exec", "-f", str(example), "--overrides", overrides, "--", *app], env, tmp_path)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "app: would connect to 127.0.0.1:5432/sandbox as sandbox-user"
         rendered = run_cli(
@@ -410,11 +420,54 @@ def test_sandbox_and_exec_run_the_example_app_with_fake_values(tmp_path: Path) -
         values = json.loads(rendered.stdout)
         assert values["app-db"]["DB_PASSWORD"].startswith("fake-")
         assert values["app-db"]["DB_USERNAME"] == "sandbox-user"
-    finally:
-        sandbox.send_signal(signal.SIGTERM)
-        sandbox.communicate(timeout=TIMEOUT)
-    assert sandbox.returncode == 0
-    assert not Path(overrides).exists(), "the sandbox left its overrides and token behind"
+
+
+def test_sandbox_issues_certificates_from_a_ca_of_its_own(tmp_path: Path) -> None:
+    certificate = {
+        "role": "web",
+        "commonName": "app.prod.example",
+        "altNames": ["app.internal.example"],
+        "ipSans": ["10.0.0.1"],
+        "ttl": "720h",
+    }
+    path = write_manifests(
+        tmp_path / "repo",
+        [
+            manifest("SecretBackend", "vault", vault_backend_spec("https://vault.prod.example:8200")),
+            manifest(
+                "ManagedSecret",
+                "tls",
+                {"backendRef": {"name": "vault"}, "target": {"name": "app-tls"}, "certificate": certificate},
+            ),
+        ],
+    )
+    env = {"HOME": str(tmp_path), **SANDBOX_CALLER}
+    with running_sandbox(path, tmp_path) as overrides:
+        run = ["exec", "-f", str(path), "--overrides", overrides, "--", sys.executable, "-c", CHILD]
+        done = run_cli(run, env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert sorted(json.loads(done.stdout)["files"]) == [
+            "app-tls/ca.crt",
+            "app-tls/tls.crt",
+            "app-tls/tls.key",
+        ]
+        rendered = run_cli(
+            ["render", "-f", str(path), "--overrides", overrides, "--format", "json", "--reveal"],
+            env,
+            tmp_path,
+        )
+        assert rendered.returncode == 0, rendered.stderr
+    tls = json.loads(rendered.stdout)["app-tls"]
+    leaf = x509.load_pem_x509_certificate(tls["tls.crt"].encode())
+    ca = x509.load_pem_x509_certificate(tls["ca.crt"].encode())
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "app.prod.example"
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "app.internal.example" in names.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.0.0.1"]
+    leaf.verify_directly_issued_by(ca)
+    assert "sandbox CA" in str(ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+    key = serialization.load_pem_private_key(tls["tls.key"].encode(), password=None)
+    assert key.public_key().public_numbers() == leaf.public_key().public_numbers()  # type: ignore[union-attr]
 
 
 def exec_store_app(

@@ -6,7 +6,9 @@ mount and KV version; any other store (AWS, GCP, Azure) gets a KV v2 mount of it
 entry is ``sandboxed``. The fields come from what the manifests use: a remoteRef's property, the variables
 of the target's templates for an ``extract``, else one field named after the Secret key. Values take their
 shape from the field's name (password, user, host, port, url, certificate, private key ...), so an
-application can start against production's schema without any production secret.
+application can start against production's schema without any production secret. A certificate
+ManagedSecret gets a PKI engine at its mount, with a sandbox CA of its own and the role it names, allowed to
+issue for any name.
 
 It prints how to point ``exec`` at it (an overrides file it writes, with the token in a file beside it,
 both in a private directory removed when the sandbox stops) and runs until SIGINT or SIGTERM.
@@ -46,6 +48,8 @@ from managed_secrets.models.managedsecret import BackendKind, ManagedSecret
 from managed_secrets.models.parse import parse_backend, parse_managed_secret
 
 START_TIMEOUT = 30.0
+#: The sandbox CA's lifetime and the most its roles issue for.
+PKI_MAX_TTL = "87600h"
 _NAME_PARTS = re.compile(r"[^a-z0-9]+")
 
 
@@ -144,6 +148,8 @@ class SandboxPlan:
     values: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     #: (str(backend id), remote key) -> the KV v2 version a manifest pins (written that many times)
     versions: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: PKI mount -> the roles certificates are issued with
+    pki: dict[str, set[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -209,6 +215,15 @@ def plan(manifests: Manifests, fixtures: Mapping[str, Mapping[str, Any]]) -> San
             )
             continue
         backend = result.backends[backend_id]
+        certificate = ms.spec.certificate
+        if certificate is not None:  # a certificate resource reads no data
+            if backend.provider == "vault":
+                result.pki.setdefault(certificate.mount.strip("/"), set()).add(certificate.role)
+            else:
+                result.notes.append(
+                    f"{document.where}: ManagedSecret {ms.ref}: a certificate needs a Vault backend; left out"
+                )
+            continue
         wants = _Wants(result, backend_id, backend.provider == "vault", fixtures.get(backend.id.name, {}))
         for entry in ms.spec.data:
             remote = entry.remote_ref
@@ -284,6 +299,31 @@ def _mount_for(backend: Backend, index: int) -> tuple[str, str]:
     return f"sandbox-{index}-{backend.provider}-{backend.id.name}", "v2"
 
 
+def _seed_pki(vault: _Vault, mount: str, roles: set[str], *, replace: bool) -> None:
+    """A PKI engine with a fresh sandbox CA, whose roles issue for any name: what a certificate
+    ManagedSecret asks for is production's, the trust is the sandbox's own."""
+    if replace:
+        vault.call("DELETE", f"sys/mounts/{mount}")
+    vault.call("POST", f"sys/mounts/{mount}", {"type": "pki", "config": {"max_lease_ttl": PKI_MAX_TTL}})
+    vault.call(
+        "POST",
+        f"{mount}/root/generate/internal",
+        {"common_name": f"managed-secrets sandbox CA ({mount})", "ttl": PKI_MAX_TTL},
+    )
+    for role in sorted(roles):
+        vault.call(
+            "POST",
+            f"{mount}/roles/{role}",
+            {
+                "allow_any_name": True,
+                "enforce_hostnames": False,
+                "allow_ip_sans": True,
+                "allow_localhost": True,
+                "max_ttl": PKI_MAX_TTL,
+            },
+        )
+
+
 def seed(vault: _Vault, sandbox: SandboxPlan) -> Overrides:
     mounts = {path.rstrip("/") for path in (vault.call("GET", "sys/mounts") or {}).get("data", {})}
     entries: list[BackendOverride] = []
@@ -317,6 +357,12 @@ def seed(vault: _Vault, sandbox: SandboxPlan) -> Overrides:
                 sandboxed=backend.provider != "vault",
             )
         )
+    kv_mounts = {mount for mount, _version in where.values()}
+    for mount, roles in sorted(sandbox.pki.items()):
+        if mount in kv_mounts:
+            raise SandboxError(f"the PKI mount {mount} is also a backend's KV mount")
+        _seed_pki(vault, mount, roles, replace=mount in mounts)
+        mounts.add(mount)
     for (backend_id, key), values in sorted(sandbox.values.items()):
         mount, version = where[backend_id]
         for _ in range(sandbox.versions.get((backend_id, key), 1)):
@@ -380,7 +426,8 @@ def run_sandbox(
         for note in sandbox.notes:
             print(f"note: {note}", file=sys.stderr)  # noqa: T201
         files = " ".join(f"-f {p}" for p in paths)
-        print(f"sandbox: OpenBao at {addr}, fake values for {len(sandbox.values)} remote keys", flush=True)  # noqa: T201
+        served = f"fake values for {len(sandbox.values)} remote keys, a CA for {len(sandbox.pki)} PKI mounts"
+        print(f"sandbox: OpenBao at {addr}, {served}", flush=True)  # noqa: T201
         print(f"overrides: {overrides_file}", flush=True)  # noqa: T201
         print(f"run: managed-secrets exec {files} --overrides {overrides_file} -- COMMAND", flush=True)  # noqa: T201
         while not stop.is_set() and server.poll() is None:
