@@ -19,6 +19,7 @@ install: $(BIN)/.installed
 testbins:
 	./hack/build-testbins.sh >/dev/null
 	./hack/build-helm.sh >/dev/null
+	./hack/install-postgres.sh
 
 # The CRDs (crds/, the chart's and the package's copies), generated from the pydantic models.
 crds: install

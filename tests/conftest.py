@@ -28,6 +28,7 @@ from harness.lifecycle import ServerHarness
 from harness.lowkey import KeyVaultServer
 from harness.openbao import OpenBao
 from harness.operator import AwsCalls, OperatorRunner
+from harness.postgres import PostgresServer
 from harness.servers import ServerUnavailable
 from kube import Kube
 from managed_secrets.config import OperatorConfig
@@ -215,3 +216,9 @@ def gcp_emulator() -> Iterator[GcpSecretManagerEmulator]:
 def keyvault() -> Iterator[KeyVaultServer]:
     """The real lowkey-vault."""
     yield from _started_or_skipped(KeyVaultServer, "lowkey-vault")
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL on 127.0.0.1, for OpenBao's database engine."""
+    yield from _started_or_skipped(PostgresServer, "PostgreSQL")

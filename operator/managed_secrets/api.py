@@ -36,6 +36,8 @@ MERGED_KEYS_ANNOTATION: Final = f"{GROUP}/merged-keys"
 MERGE_PROOF_ANNOTATION: Final = f"{GROUP}/merged-by-proof"
 #: On a certificate Secret: a hash of the request it was issued for (a changed request re-issues).
 CERTIFICATE_REQUEST_ANNOTATION: Final = f"{GROUP}/certificate-request"
+#: On a dynamic Secret: its lease (id, schedule, replaced leases still to revoke), JSON; see core/leases.
+LEASE_ANNOTATION: Final = f"{GROUP}/lease"
 #: The Secret type of an issued certificate.
 TLS_SECRET_TYPE: Final = "kubernetes.io/tls"  # noqa: S105 - a Secret type, not a password
 

@@ -310,7 +310,7 @@ KINDS: tuple[Kind, ...] = (
                 ".status.lastSyncTime",
                 "When the Secret's content was last written or verified.",
             ),
-            Column("Expires", "date", ".status.expiresAt", "When the certificate in the Secret expires."),
+            Column("Expires", "date", ".status.expiresAt", "When the Secret's certificate or lease expires."),
             _AGE,
         ),
     ),

@@ -31,6 +31,8 @@ class Reason(StrEnum):
     ENDPOINT_NOT_ALLOWED = "EndpointNotAllowed"
     CREDENTIAL_NOT_ALLOWED = "CredentialNotAllowed"
     ISSUE_FAILED = "IssueFailed"
+    LEASE_RENEWAL_FAILED = "LeaseRenewalFailed"
+    REVOCATION_FAILED = "RevocationFailed"
 
 
 class SyncError(Exception):
@@ -148,3 +150,23 @@ class IssueFailed(SyncError):
 
     reason = Reason.ISSUE_FAILED
     transient = True
+
+
+class LeaseGone(SyncError):
+    """The store no longer renews a lease (expired, revoked, not renewable, max TTL reached): the operator
+    issues new credentials; a reason only when that fails too."""
+
+    reason = Reason.LEASE_RENEWAL_FAILED
+    transient = True
+
+
+class RevocationFailed(SyncError):
+    """The store refused or failed to revoke a lease the operator no longer uses; retried."""
+
+    reason = Reason.REVOCATION_FAILED
+    transient = True
+
+    def __init__(self, message: str, cause: Reason | None = None) -> None:
+        super().__init__(message)
+        #: Why: BackendUnavailable may pass; AuthFailed and the like need someone to act.
+        self.cause = cause

@@ -64,6 +64,12 @@ def owner_proof(key: bytes, namespace: str, secret_name: str, uid: str) -> str:
     return f"{PROOF_VERSION}:{uid}:{_mac(key, b'owner', namespace, secret_name, uid)}"
 
 
+def lease_data_proof(key: bytes, lease_id: str, data: Mapping[str, bytes]) -> str:
+    """Binds a dynamic Secret's data to its lease: data changed by hand is replaced by new credentials."""
+    digests = [f"{name}={hashlib.sha256(data[name]).hexdigest()}" for name in sorted(data)]
+    return _mac(key, b"lease-data", lease_id, *digests)[:32]
+
+
 def merge_proof(key: bytes, namespace: str, secret_name: str, uid: str, keys: Iterable[str]) -> str:
     joined = ",".join(sorted(keys))
     return f"{PROOF_VERSION}:{uid}:{_mac(key, b'merge', namespace, secret_name, uid, joined)}"

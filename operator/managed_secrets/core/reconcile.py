@@ -6,6 +6,7 @@ so the target Secret is either fully updated or left exactly as it was.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import secrets
@@ -18,6 +19,7 @@ from managed_secrets import errors
 from managed_secrets.api import (
     API_VERSION,
     CERTIFICATE_REQUEST_ANNOTATION,
+    LEASE_ANNOTATION,
     MANAGED_LABEL,
     MERGE_PROOF_ANNOTATION,
     MERGED_BY_ANNOTATION,
@@ -25,6 +27,7 @@ from managed_secrets.api import (
     OWNER_ANNOTATION,
     OWNER_PROOF_ANNOTATION,
 )
+from managed_secrets.core import leases
 from managed_secrets.core.certificates import (
     leaf_info,
     request_hash,
@@ -39,6 +42,7 @@ from managed_secrets.core.ownership import (
     MERGE_CLAIM_ANNOTATIONS,
     MERGED_LABEL_VALUE,
     MergeClaim,
+    lease_data_proof,
     legacy_owned,
     merge_claim,
     merge_proof,
@@ -58,10 +62,17 @@ from managed_secrets.models.managedsecret import (
     BackendKind,
     CreationPolicy,
     DeletionPolicy,
+    DynamicSource,
     ManagedSecret,
     ManagedSecretRef,
 )
-from managed_secrets.providers.base import CertificateIssuer, RemoteKey, SecretProvider
+from managed_secrets.providers.base import (
+    CertificateIssuer,
+    LeaseIssuer,
+    LeaseRequest,
+    RemoteKey,
+    SecretProvider,
+)
 from managed_secrets.providers.keys import canonicalizer, case_insensitive_keys
 
 log = logging.getLogger(__name__)
@@ -90,6 +101,8 @@ class SyncResult:
     #: A certificate's notAfter and when it is to be issued anew (epoch seconds); None for other data.
     expires_at: float | None = None
     renew_at: float | None = None
+    #: A dynamic Secret's lease as it now is.
+    lease: leases.LeaseState | None = None
 
 
 def owner_reference(ms: ManagedSecret) -> OwnerReference:
@@ -102,8 +115,11 @@ def render_owner(ref: ManagedSecretRef) -> str:
 
 
 def needs_finalizer(ms: ManagedSecret) -> bool:
-    """Cleanup the garbage collector cannot do: Orphan or Merge targets under deletionPolicy Delete."""
+    """Cleanup the garbage collector cannot do: Orphan or Merge targets under deletionPolicy Delete, and
+    a dynamic Secret's lease to revoke."""
     target = ms.spec.target
+    if ms.spec.dynamic is not None and ms.spec.dynamic.revoke_on_delete:
+        return True
     return (
         target.deletion_policy is DeletionPolicy.DELETE and target.creation_policy is not CreationPolicy.OWNER
     )
@@ -149,6 +165,10 @@ class Reconciler:
         backend, conditions = self.resolve_backend(ms)
         if ms.spec.certificate is not None:
             return self._sync_certificate(
+                ms, backend, conditions, force=force, target_known_absent=target_known_absent
+            )
+        if ms.spec.dynamic is not None:
+            return self._sync_dynamic(
                 ms, backend, conditions, force=force, target_known_absent=target_known_absent
             )
         template = ms.spec.target.template
@@ -220,6 +240,176 @@ class Reconciler:
         else:
             result = self._update_owned(ms, existing, data, annotations)
         return replace(result, expires_at=info.not_after, renew_at=info.renew_at(source))
+
+    def _lease_issuer(
+        self, ms: ManagedSecret, backend: Backend, conditions: Sequence[NamespaceCondition]
+    ) -> LeaseIssuer:
+        source = ms.spec.dynamic
+        assert source is not None  # noqa: S101 - the caller checked
+        provider = self._providers.get(backend)
+        if not isinstance(provider, LeaseIssuer):
+            raise errors.InvalidSpec(
+                f"{backend.id} ({backend.provider}) has no dynamic secrets engines; use a Vault or OpenBao backend"
+            )
+        path = RemoteKey(source.path.strip("/"))
+        canonical = self._canonical_refs(provider, backend, [path])
+        if (
+            backend.id.kind is BackendKind.CLUSTER_SECRET_BACKEND
+            and source.method.value == "POST"
+            and (not conditions or any(not condition.remote_keys for condition in conditions))
+        ):
+            # A POST can write (a KV path, a role): on a shared backend only where its owner said so.
+            raise errors.KeyNotAllowed(
+                f"{backend.id}: a dynamic POST to {path.key!r} needs a conditions[].remoteKeys pattern of the"
+                " ClusterSecretBackend that admits it"
+            )
+        self._check_key_scope(ms, provider, backend, conditions, canonical)
+        return provider
+
+    def _sync_dynamic(
+        self,
+        ms: ManagedSecret,
+        backend: Backend,
+        conditions: Sequence[NamespaceCondition],
+        *,
+        force: bool,
+        target_known_absent: bool,
+    ) -> SyncResult:
+        """Keep the credentials in the Secret while their lease is good: renew it when due, issue new ones
+        when it cannot be renewed, revoke replaced leases after the grace period. Decided from the Secret's
+        lease annotation, so a restart or a refresh issues nothing."""
+        source = ms.spec.dynamic
+        assert source is not None  # noqa: S101 - the caller checked
+        provider = self._lease_issuer(ms, backend, conditions)
+        request = leases.request_of(source)
+        wanted = leases.request_hash(str(backend.id), request)
+        existing = None if target_known_absent else self._cluster.get(ms.ref.namespace, ms.target_name)
+        state: leases.LeaseState | None = None
+        if existing is not None:
+            if not proves_owner(self._key(), existing, ms.ref.uid) and not legacy_owned(existing, ms):
+                raise errors.TargetExists(not_owned_message(existing, ms))  # before issuing anything
+            state = leases.LeaseState.from_annotation(existing.annotations.get(LEASE_ANNOTATION))
+        now = self._clock()
+        intact = (
+            state is not None
+            and existing is not None
+            and hmac.compare_digest(
+                state.data_proof, lease_data_proof(self._key(), state.lease_id, existing.data)
+            )
+        )
+        action = leases.decide(state, wanted_request=wanted, data_intact=intact, force=force, now=now)
+        previous_valid = state is not None and now < state.expires_at
+        if action is leases.LeaseAction.RENEW and state is not None and existing is not None:
+            try:
+                granted = provider.renew_lease(state.lease_id, state.duration)
+            except errors.LeaseGone as gone:
+                log.info(
+                    "%s: lease %s is not renewed (%s); issuing new credentials",
+                    ms.ref,
+                    state.reference,
+                    gone.message,
+                )
+                action, previous_valid = leases.LeaseAction.ISSUE, False
+            else:
+                state = leases.renewed_state(state, source, granted=granted, now=now)
+                log.info("%s: renewed lease %s for %ss", ms.ref, state.reference, granted)
+        if action is leases.LeaseAction.ISSUE or existing is None or state is None:
+            return self._issue_lease(
+                ms,
+                provider,
+                source=source,
+                request=request,
+                wanted=wanted,
+                existing=existing,
+                previous=state,
+                previous_valid=previous_valid,
+                target_known_absent=target_known_absent,
+            )
+        state, failed = self._revoke_due(ms, provider, state, now)
+        result = self._update_owned(ms, existing, existing.data, {LEASE_ANNOTATION: state.to_annotation()})
+        if failed is not None:
+            raise failed  # the Secret is good and its lease recorded; the replaced one is retried
+        return replace(result, expires_at=state.expires_at, renew_at=state.next_run(), lease=state)
+
+    def _issue_lease(
+        self,
+        ms: ManagedSecret,
+        provider: LeaseIssuer,
+        *,
+        source: DynamicSource,
+        request: LeaseRequest,
+        wanted: str,
+        existing: SecretObject | None,
+        previous: leases.LeaseState | None,
+        previous_valid: bool,
+        target_known_absent: bool,
+    ) -> SyncResult:
+        template = ms.spec.target.template
+        if template is not None:
+            self._renderer.check(template.data, template.binary_data)
+        issued = provider.issue_lease(request)
+        now = self._clock()
+        try:
+            data = self._rendered(ms, dict(issued.data))
+        except errors.SyncError:
+            self._revoke_quietly(ms, provider, issued.lease_id)  # never leave credentials nobody holds
+            raise
+        pending = leases.replaced(previous, source, now=now, still_valid=previous_valid)
+        proof = lease_data_proof(self._key(), issued.lease_id, data)
+        state = leases.issued_state(
+            issued, source, request=wanted, now=now, pending=pending, data_proof=proof
+        )
+        log.info(
+            "%s: issued credentials under lease %s (%ss, renewable: %s) from %s",
+            ms.ref,
+            state.reference,
+            issued.duration,
+            issued.renewable,
+            request.path,
+        )
+        annotations = {LEASE_ANNOTATION: state.to_annotation()}
+        try:
+            if existing is None:
+                result = self._write(
+                    ms, data, target_known_absent=target_known_absent, annotations=annotations
+                )
+            else:
+                result = self._update_owned(ms, existing, data, annotations)
+        except errors.SyncError:
+            self._revoke_quietly(ms, provider, issued.lease_id)
+            raise
+        return replace(result, expires_at=state.expires_at, renew_at=state.next_run(), lease=state)
+
+    @staticmethod
+    def _revoke_quietly(ms: ManagedSecret, provider: LeaseIssuer, lease_id: str) -> None:
+        try:
+            provider.revoke_lease(lease_id)
+        except errors.RevocationFailed as error:
+            log.warning(
+                "%s: revoking lease %s failed: %s (it expires by itself)",
+                ms.ref,
+                leases.lease_reference(lease_id),
+                error.message,
+            )
+
+    @staticmethod
+    def _revoke_due(
+        ms: ManagedSecret, provider: LeaseIssuer, state: leases.LeaseState, now: float
+    ) -> tuple[leases.LeaseState, errors.RevocationFailed | None]:
+        """Revoke the replaced leases whose grace period is over; those that fail stay pending."""
+        due, later = leases.due_revocations(state.pending, now)
+        kept = list(later)
+        failed: errors.RevocationFailed | None = None
+        for pending in due:
+            reference = leases.lease_reference(pending.lease_id)
+            try:
+                provider.revoke_lease(pending.lease_id)
+            except errors.RevocationFailed as error:
+                kept.append(pending)
+                failed = errors.RevocationFailed(f"replaced lease {reference}: {error.message}")
+            else:
+                log.info("%s: revoked replaced lease %s", ms.ref, reference)
+        return replace(state, pending=tuple(kept)), failed
 
     def resolve_backend(self, ms: ManagedSecret) -> tuple[Backend, list[NamespaceCondition]]:
         ref = ms.spec.backend_ref
@@ -327,6 +517,10 @@ class Reconciler:
             data[entry.secret_key] = (
                 raw if remote.property is None else pick_property(raw, remote.key, remote.property)
             )
+        return self._rendered(ms, data)
+
+    def _rendered(self, ms: ManagedSecret, data: dict[str, bytes]) -> dict[str, bytes]:
+        """The target's templates applied to ``data``; every key a valid Secret key."""
         template = ms.spec.target.template
         if template is not None and (template.data or template.binary_data):
             data = self._renderer.render(
@@ -590,6 +784,15 @@ class Reconciler:
         """
         if not needs_finalizer(ms):
             return
+        dynamic = ms.spec.dynamic
+        if dynamic is not None and dynamic.revoke_on_delete:
+            self._revoke_on_delete(ms)
+        target = ms.spec.target
+        if (
+            target.deletion_policy is not DeletionPolicy.DELETE
+            or target.creation_policy is CreationPolicy.OWNER
+        ):
+            return  # the garbage collector (Owner) removes the Secret, or nobody (Retain)
         names = dict.fromkeys(name for name in (ms.target_name, ms.synced_secret_name) if name)
         for name in names:
             existing = self._cluster.get(ms.ref.namespace, name)
@@ -609,6 +812,42 @@ class Reconciler:
                 log.info(
                     "%s: Secret %s is not proven to be this ManagedSecret's; left as it is", ms.ref, name
                 )
+
+    def _revoke_on_delete(self, ms: ManagedSecret) -> None:
+        """Revoke the lease in the Secret and the replaced ones still pending. A store that is down is
+        waited for (the finalizer stays); a backend or credentials that are gone (a namespace being
+        deleted takes them along) give up with a warning: the leases expire by themselves."""
+        existing = self._cluster.get(ms.ref.namespace, ms.target_name)
+        if existing is None or not (
+            proves_owner(self._key(), existing, ms.ref.uid) or legacy_owned(existing, ms)
+        ):
+            return
+        state = leases.LeaseState.from_annotation(existing.annotations.get(LEASE_ANNOTATION))
+        if state is None:
+            return
+        try:
+            backend, conditions = self.resolve_backend(ms)
+            provider = self._lease_issuer(ms, backend, conditions)
+            for lease_id in (state.lease_id, *(p.lease_id for p in state.pending)):
+                provider.revoke_lease(lease_id)
+                log.info(
+                    "%s: revoked lease %s (the ManagedSecret is deleted)",
+                    ms.ref,
+                    leases.lease_reference(lease_id),
+                )
+        except errors.RevocationFailed as error:
+            if error.cause is errors.Reason.BACKEND_UNAVAILABLE:
+                raise
+            log.warning("%s: the lease is not revoked (%s); it expires by itself", ms.ref, error.message)
+        except errors.BackendUnavailable:
+            raise
+        except errors.SyncError as error:
+            log.warning(
+                "%s: the lease is not revoked (%s: %s); it expires by itself",
+                ms.ref,
+                error.reason.value,
+                error.message,
+            )
 
     def _unmerge(self, ms: ManagedSecret, existing: SecretObject) -> None:
         claim = merge_claim(existing)

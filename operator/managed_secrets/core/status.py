@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from managed_secrets.api import READY_CONDITION, ROLLOUT_CONDITION
 from managed_secrets.core.certificates import rfc3339
+from managed_secrets.core.leases import LeaseState
 from managed_secrets.core.reconcile import SyncResult, WriteAction
 from managed_secrets.core.restarts import (
     MAX_RESTARTS,
@@ -29,6 +30,7 @@ from managed_secrets.errors import Reason, SyncError
 from managed_secrets.models.status import (
     Condition,
     ConditionStatus,
+    LeaseStatus,
     ManagedSecretStatus,
     RestartRecord,
     find_condition,
@@ -132,7 +134,19 @@ def after_sync(
             "last_sync_time": now if wrote or not current.last_sync_time else current.last_sync_time,
             "data_hash": data_hash if data_hash is not None else current.data_hash,
             "expires_at": rfc3339(result.expires_at) if result.expires_at is not None else None,
+            "lease": _lease_status(result.lease) if result.lease is not None else None,
         }
+    )
+
+
+def _lease_status(lease: LeaseState) -> LeaseStatus:
+    return LeaseStatus(
+        id=lease.reference,
+        issued_at=rfc3339(lease.issued_at),
+        renewed_at=rfc3339(lease.renewed_at) if lease.renewed_at is not None else None,
+        expires_at=rfc3339(lease.expires_at),
+        renewable=lease.renewable,
+        pending_revocations=len(lease.pending),
     )
 
 

@@ -419,13 +419,126 @@ class CertificateSource(CamelModel):
         return self
 
 
+def _grace_bounds(value: timedelta) -> timedelta:
+    if value > MAX_REVOKE_GRACE:
+        raise ValueError(f"must be at most {format_duration(MAX_REVOKE_GRACE)}")
+    return value
+
+
+MAX_REVOKE_GRACE = timedelta(hours=24)
+RevokeGrace = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    AfterValidator(_grace_bounds),
+    WithJsonSchema(
+        duration_json_schema(
+            f"duration(self) <= {cel_duration(MAX_REVOKE_GRACE)}",
+            f"dynamic.revokeGracePeriod must be at most {format_duration(MAX_REVOKE_GRACE)}",
+        )
+    ),
+]
+#: Engines that hand out credentials, not the store's control paths: a token, a policy, the operator's
+#: own cubbyhole are never what a dynamic ManagedSecret reads.
+RESERVED_DYNAMIC_MOUNTS = ("sys", "auth", "identity", "cubbyhole")
+_DYNAMIC_PATH = r"^[a-zA-Z0-9][-_.a-zA-Z0-9]*(/[a-zA-Z0-9][-_.a-zA-Z0-9]*)+$"
+_RESERVED_CEL = "|".join(RESERVED_DYNAMIC_MOUNTS)
+#: Strings only (Vault parses "1h", "3", "true" for its typed fields); a CRD field has one type.
+DynamicParameter = Annotated[str, Field(max_length=4096)]
+
+
+class HttpMethod(StrEnum):
+    GET = "GET"
+    POST = "POST"
+
+
+class DynamicSource(CamelModel):
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            rule(
+                f"!self.path.matches('^({_RESERVED_CEL})/')",
+                f"dynamic.path must be a secrets engine's path, not under {', '.join(RESERVED_DYNAMIC_MOUNTS)}",
+            ),
+            rule(
+                "!has(self.parameters) || size(self.parameters) == 0 || (has(self.method) && self.method == 'POST')",
+                "dynamic.parameters are sent with method POST only",
+            ),
+            description="Credentials from a Vault/OpenBao dynamic secrets engine (database, AWS, RabbitMQ,"
+            " ...): every response field becomes a Secret key (target.template can map them). The lease is"
+            " renewed at renewAtPercent of its duration (with jitter); when it cannot be renewed any more"
+            " (max TTL near, renewal refused, lease gone) new credentials are issued, the Secret written,"
+            " the workloads rolled, and the old lease revoked after revokeGracePeriod. The lease survives"
+            " operator restarts (kept with the Secret), so a restart issues nothing and rolls nothing.",
+        )
+    )
+
+    path: str = Field(
+        min_length=3,
+        max_length=512,
+        pattern=_DYNAMIC_PATH,
+        description="The engine's path that issues credentials, without /v1/: database/creds/<role>,"
+        " aws/creds/<role>, rabbitmq/creds/<role>.",
+    )
+    method: HttpMethod = Field(
+        default=HttpMethod.GET, description="GET (most engines) or POST (with parameters). Default GET."
+    )
+    parameters: dict[str, DynamicParameter] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="The POST body: the engine's request parameters, as strings.",
+    )
+    renew_at_percent: int = Field(
+        default=67,
+        ge=10,
+        le=90,
+        description="Renew the lease when this share of its duration has passed (jittered by up to a"
+        " tenth of the duration, earlier, never later). Default 67 (two thirds).",
+    )
+    revoke_grace_period: RevokeGrace = Field(
+        default=timedelta(minutes=5),
+        description="How long replaced credentials stay valid after the new ones are in the Secret, so"
+        " that the rolled workloads are up before the old lease is revoked (at most until it expires"
+        " anyway). Default 5m.",
+    )
+    revoke_on_delete: bool = Field(
+        default=True,
+        description="Revoke the lease when the ManagedSecret is deleted (the Secret goes with it)."
+        " Default true.",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _not_reserved(cls, path: str) -> str:
+        if path.split("/", maxsplit=1)[0] in RESERVED_DYNAMIC_MOUNTS:
+            raise ValueError(
+                f"must be a secrets engine's path, not under {', '.join(RESERVED_DYNAMIC_MOUNTS)}"
+            )
+        return path
+
+    @model_validator(mode="after")
+    def _parameters_with_post(self) -> DynamicSource:
+        if self.parameters and self.method is not HttpMethod.POST:
+            raise ValueError("dynamic.parameters are sent with method POST only")
+        return self
+
+
 class ManagedSecretSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=rules(
             rule(
                 "(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)"
-                " || has(self.certificate)",
-                "set at least one of data or dataFrom, or a certificate",
+                " || has(self.certificate) || has(self.dynamic)",
+                "set at least one of data or dataFrom, or a certificate, or dynamic",
+            ),
+            rule(
+                "!has(self.dynamic) || (!has(self.certificate) && (!has(self.data) || size(self.data) == 0)"
+                " && (!has(self.dataFrom) || size(self.dataFrom) == 0))",
+                "a dynamic ManagedSecret holds only the engine's credentials: set dynamic, or data/dataFrom,"
+                " or certificate",
+            ),
+            rule(
+                "!has(self.dynamic) || !has(self.target) || !has(self.target.creationPolicy)"
+                " || self.target.creationPolicy != 'Merge'",
+                "a dynamic ManagedSecret writes a Secret of its own: no creationPolicy Merge",
             ),
             rule(
                 "!has(self.certificate) || ((!has(self.data) || size(self.data) == 0) && (!has(self.dataFrom)"
@@ -484,6 +597,11 @@ class ManagedSecretSpec(CamelModel):
         default=None,
         description="Issue a TLS certificate instead of reading values (Vault/OpenBao PKI backends).",
     )
+    dynamic: DynamicSource | None = Field(
+        default=None,
+        description="Credentials under a lease from a dynamic secrets engine instead of static values"
+        " (Vault/OpenBao backends).",
+    )
     rollout: Rollout | None = Field(
         default=None,
         description="Restart workloads when the Secret's data changes (not on the first sync, not when"
@@ -503,6 +621,17 @@ class ManagedSecretSpec(CamelModel):
 
     @model_validator(mode="after")
     def _has_source(self) -> ManagedSecretSpec:
+        if self.dynamic is not None:
+            if self.certificate is not None or self.data or self.data_from:
+                raise ValueError(
+                    "a dynamic ManagedSecret holds only the engine's credentials: set dynamic, or"
+                    " data/dataFrom, or certificate"
+                )
+            if self.target.creation_policy is CreationPolicy.MERGE:
+                raise ValueError(
+                    "a dynamic ManagedSecret writes a Secret of its own: no creationPolicy Merge"
+                )
+            return self
         if self.certificate is not None:
             if self.data or self.data_from:
                 raise ValueError(
@@ -521,7 +650,7 @@ class ManagedSecretSpec(CamelModel):
                 )
             return self
         if not self.data and not self.data_from:
-            raise ValueError("set at least one of data or dataFrom, or a certificate")
+            raise ValueError("set at least one of data or dataFrom, or a certificate, or dynamic")
         return self
 
 

@@ -104,6 +104,19 @@ class RestartRecord(CamelModel):
     time: Timestamp = Field(description="When the operator restarted it.")
 
 
+class LeaseStatus(CamelModel):
+    """A dynamic Secret's lease, without its id (the id can act on the lease; it is kept with the Secret)."""
+
+    id: str = Field(max_length=64, description="sha256 of the lease id (its first 16 hex digits).")
+    issued_at: Timestamp = Field(description="When the credentials were issued.")
+    renewed_at: Timestamp | None = Field(default=None, description="When the lease was last renewed.")
+    expires_at: Timestamp = Field(description="When the lease expires unless renewed.")
+    renewable: bool = Field(description="Whether the store renews the lease.")
+    pending_revocations: int = Field(
+        default=0, ge=0, description="Replaced leases still to be revoked after their grace period."
+    )
+
+
 class ManagedSecretStatus(CamelModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -144,9 +157,14 @@ class ManagedSecretStatus(CamelModel):
         description="Keyed hash of the Secret data the workloads last restarted for (reveals nothing about"
         " the values), so the same data never restarts a workload twice.",
     )
-    #: A certificate's notAfter (public; when the Secret's content stops being valid).
+    #: When the Secret's content stops being valid: a certificate's notAfter, a lease's expiry.
     expires_at: Timestamp | None = Field(
-        default=None, description="When the certificate in the Secret expires (its notAfter)."
+        default=None,
+        description="When the Secret's content expires: the certificate's notAfter, or the lease's expiry"
+        " (moved on by each renewal).",
+    )
+    lease: LeaseStatus | None = Field(
+        default=None, description="The lease of a dynamic ManagedSecret's credentials."
     )
     #: The most recent restarts, oldest first.
     restarts: list[RestartRecord] = Field(

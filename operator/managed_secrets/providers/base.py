@@ -391,6 +391,45 @@ class CertificateIssuer(SecretProvider, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LeaseRequest:
+    """A read of a dynamic secrets engine: the path, GET or POST, the POST body."""
+
+    path: str
+    method: str = "GET"
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IssuedLease:
+    """Credentials under a lease. ``lease_id`` can act on the lease and ``data`` holds the credentials:
+    neither is ever printed (``repr`` hides them)."""
+
+    lease_id: str = field(repr=False)
+    duration: int
+    renewable: bool
+    data: Mapping[str, bytes] = field(repr=False)
+
+
+@runtime_checkable
+class LeaseIssuer(SecretProvider, Protocol):
+    """A provider whose store hands out credentials under leases (Vault/OpenBao dynamic secrets)."""
+
+    def issue_lease(self, request: LeaseRequest) -> IssuedLease:
+        """New credentials. Raises IssueFailed when the store refuses (no such engine or role, no lease in
+        the answer), AuthFailed / BackendUnavailable as ``fetch`` does."""
+        ...
+
+    def renew_lease(self, lease_id: str, increment: int | None) -> int:
+        """Extend the lease; returns its new duration in seconds (less than asked when its max TTL is
+        near). Raises LeaseGone when the store no longer renews it (expired, revoked, not renewable)."""
+        ...
+
+    def revoke_lease(self, lease_id: str) -> None:
+        """Revoke the lease now (a lease already gone is no error). Raises RevocationFailed."""
+        ...
+
+
 class ProviderFactory(Protocol):
     def __call__(self, config: Mapping[str, Any], context: ProviderContext) -> SecretProvider: ...
 

@@ -37,7 +37,9 @@ from managed_secrets.errors import (
     BackendUnavailable,
     InvalidBackend,
     IssueFailed,
+    LeaseGone,
     RemoteKeyNotFound,
+    RevocationFailed,
     SyncError,
     VersionNotFound,
 )
@@ -46,6 +48,8 @@ from managed_secrets.models.schema import rule, rules
 from managed_secrets.providers.base import (
     CertificateRequest,
     IssuedCertificate,
+    IssuedLease,
+    LeaseRequest,
     ProviderContext,
     RemoteKey,
     SecretKeyRef,
@@ -350,13 +354,7 @@ class VaultProvider:
             return self._read(ref)
 
     def issue_certificate(self, request: CertificateRequest) -> IssuedCertificate:
-        self._ensure_token()
-        try:
-            return self._issue(request)
-        except AuthFailed:
-            self._forget_token()  # as for reads: a replaced static token, a revoked login
-            self._ensure_token()
-            return self._issue(request)
+        return self._retrying_auth(lambda: self._issue(request))  # type: ignore[no-any-return]
 
     def _issue(self, request: CertificateRequest) -> IssuedCertificate:
         what = f"issue a certificate from {request.mount}/issue/{request.role}"
@@ -392,6 +390,70 @@ class VaultProvider:
             private_key=_pem_lines(private_key),
             issuing_ca=_pem_lines(issuing_ca) if issuing_ca else b"",
         )
+
+    # -- dynamic secrets ------------------------------------------------------------------------------
+
+    def _retrying_auth(self, call: Any) -> Any:
+        self._ensure_token()
+        try:
+            return call()
+        except AuthFailed:
+            self._forget_token()  # as for reads: a replaced static token, a revoked login
+            self._ensure_token()
+            return call()
+
+    def issue_lease(self, request: LeaseRequest) -> IssuedLease:
+        what = f"issue credentials from {request.path}"
+
+        def issue() -> Any:
+            url = f"/v1/{request.path}"
+            try:
+                if request.method == "POST":
+                    return self._client.adapter.post(url, json=dict(request.parameters))
+                return self._client.adapter.get(url)
+            except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest) as error:
+                # Vault's words name the path, the role or a parameter; the request carried no secret.
+                raise IssueFailed(f"{self._label}: {what}: {_vault_errors(error)}") from None
+
+        answer = self._retrying_auth(lambda: self._call(issue, what))
+        if not isinstance(answer, dict):
+            raise IssueFailed(f"{self._label}: {what}: the answer is empty")
+        lease_id, data = answer.get("lease_id"), answer.get("data")
+        if not isinstance(lease_id, str) or not lease_id or not isinstance(data, dict):
+            # A KV read, a token, anything that is not credentials under a lease.
+            raise IssueFailed(
+                f"{self._label}: {what}: the answer holds no lease (not a dynamic secrets engine)"
+            )
+        return IssuedLease(
+            lease_id=lease_id,
+            duration=int(answer.get("lease_duration") or 0),
+            renewable=bool(answer.get("renewable")),
+            data={name: _field_bytes(value) for name, value in data.items()},
+        )
+
+    def renew_lease(self, lease_id: str, increment: int | None) -> int:
+        what = "renew a lease"
+
+        def renew() -> Any:
+            try:
+                return self._client.sys.renew_lease(lease_id=lease_id, increment=increment)
+            except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest) as error:
+                # "lease not found", "lease is not renewable", "lease expired": Vault's words name no id.
+                raise LeaseGone(f"{self._label}: {what}: {_vault_errors(error)}") from None
+
+        answer = self._retrying_auth(lambda: self._call(renew, what))
+        duration = answer.get("lease_duration") if isinstance(answer, dict) else None
+        if not isinstance(duration, int) or duration <= 0:
+            raise LeaseGone(f"{self._label}: {what}: the store gave the lease no more time")
+        return duration
+
+    def revoke_lease(self, lease_id: str) -> None:
+        try:
+            self._retrying_auth(
+                lambda: self._call(lambda: self._client.sys.revoke_lease(lease_id=lease_id), "revoke a lease")
+            )
+        except SyncError as error:
+            raise RevocationFailed(f"{error.message} ({error.reason.value})", error.reason) from None
 
     def validate(self) -> None:
         """Log in (or read the static token) and look the token up: Vault's default policy grants
@@ -484,6 +546,13 @@ def _vault_errors(error: hvac.exceptions.VaultError) -> str:
     """Vault's error messages, shortened (they name paths and roles; the request carried no secret)."""
     text = "; ".join(str(e) for e in (error.errors or [])) or type(error).__name__
     return text[:300]
+
+
+def _field_bytes(value: Any) -> bytes:
+    """A response field as Secret data: text as it is, anything else as JSON (as extract does)."""
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _pem_lines(text: str) -> bytes:

@@ -1,0 +1,319 @@
+"""Dynamic secrets on the real control plane: OpenBao's database engine against a real PostgreSQL.
+
+The Secret's username and password log in; the lease is renewed (past its first expiry the credentials
+still work, and OpenBao's lease lookup shows the later expiry); an operator restart issues nothing and
+rolls nothing; a lease at its max TTL is replaced by new credentials; a replaced lease is revoked after the
+grace period (its user is gone) while the workload rolled exactly once; deleting the ManagedSecret revokes
+its lease unless revokeOnDelete is false. PostgreSQL counts every issue: the role's creation statements
+record each new user in a table. No password and no lease id reaches the log (DEBUG), status or events.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from conftest import DebugLogCapture
+from harness.openbao import OpenBao
+from harness.operator import OperatorRunner
+from harness.postgres import PostgresServer
+from kube import Kube, allowed_for, wait_for
+from leaks import assert_absent
+from managed_secrets.api import LEASE_ANNOTATION
+from managed_secrets.core.leases import lease_reference
+
+pytestmark = [pytest.mark.cluster]
+
+#: Long enough for the control plane's controllers to act on anything they were going to act on.
+SETTLE = 3.0
+
+
+@dataclass
+class Database:
+    openbao: OpenBao
+    postgres: PostgresServer
+    mount: str
+    table: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.mount}/creds/app"
+
+    def role(self, default_ttl: str, max_ttl: str) -> None:
+        """(Re)define the engine's role ``app``: leases issued from now on get these TTLs."""
+        statements = [
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+            f"INSERT INTO {self.table} (name) VALUES ('{{{{name}}}}');",  # noqa: S608 - our table
+        ]
+        self.openbao.client().write(
+            f"{self.mount}/roles/app",
+            db_name="pg",
+            creation_statements=statements,
+            default_ttl=default_ttl,
+            max_ttl=max_ttl,
+        )
+
+    def issued(self) -> int:
+        """How many users the engine ever created for this test."""
+        return int(self.postgres.query(f"select count(*) from {self.table}"))  # noqa: S608 - our table
+
+    def lease_expiry(self, lease_id: str) -> datetime:
+        answer = self.openbao.client().sys.read_lease(lease_id)
+        return datetime.fromisoformat(answer["data"]["expire_time"])
+
+
+@pytest.fixture
+def database(openbao: OpenBao, postgres: PostgresServer) -> Iterator[Database]:
+    """A database engine of its own (mount per test) connected to the PostgreSQL, with role ``app``."""
+    suffix = secrets.token_hex(4)
+    mount, table = f"db-{suffix}", f"issued_{suffix}"
+    postgres.query(f"create table {table} (name text not null, at timestamptz not null default now())")
+    client = openbao.client()
+    client.sys.enable_secrets_engine("database", path=mount)
+    client.write(
+        f"{mount}/config/pg",
+        plugin_name="postgresql-database-plugin",
+        connection_url=postgres.connection_url,
+        username=postgres.ADMIN,
+        password=postgres.admin_password,
+        allowed_roles="app",
+        verify_connection=True,
+    )
+    db = Database(openbao, postgres, mount, table)
+    db.role("1h", "2h")
+    yield db
+    client.sys.disable_secrets_engine(mount)  # revokes what is left
+
+
+def dynamic_spec(db: Database, **dynamic: Any) -> dict[str, Any]:
+    return {"backendRef": {"name": "vault"}, "refreshInterval": "1h", "dynamic": {"path": db.path, **dynamic}}
+
+
+def credentials(kube: Kube, namespace: str, name: str = "db") -> tuple[str, str]:
+    data = kube.secret_data(namespace, name) or {}
+    return data["username"], data["password"]
+
+
+def lease_of(kube: Kube, namespace: str, name: str = "db") -> dict[str, Any]:
+    annotations = kube.existing_secret(namespace, name).metadata.annotations or {}
+    return dict(json.loads(annotations[LEASE_ANNOTATION]))
+
+
+def replica_sets(kube: Kube, namespace: str, name: str) -> int:
+    return sum(
+        1
+        for item in kube.apps.list_namespaced_replica_set(namespace).items
+        if any(o.kind == "Deployment" and o.name == name for o in item.metadata.owner_references or [])
+    )
+
+
+def create_deployment(kube: Kube, namespace: str, name: str, secret: str) -> None:
+    labels = {"app": name}
+    env = [{"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}}]
+    kube.apps.create_namespaced_deployment(
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "app", "image": "app", "env": env}]},
+                },
+            },
+        },
+    )
+    wait_for(lambda: replica_sets(kube, namespace, name) == 1, 30, what=f"the first ReplicaSet of {name}")
+
+
+def test_credentials_log_in_the_lease_is_renewed_and_a_restart_issues_nothing(
+    operator: OperatorRunner,
+    database: Database,
+    kube: Kube,
+    namespace: str,
+    vault_backend: str,
+    debug_log: DebugLogCapture,
+) -> None:
+    database.role("6s", "1h")
+    create_deployment(kube, namespace, "web", "db")
+    rollout = {"targets": [{"kind": "Deployment", "name": "web"}], "debounce": "1s"}
+    kube.create_ms(namespace, "db", {**dynamic_spec(database), "rollout": rollout})
+    kube.wait_ready(namespace, "db", timeout=60)
+    username, password = credentials(kube, namespace)
+    assert database.postgres.login(username, password)
+    lease = lease_of(kube, namespace)
+    status = kube.get_ms(namespace, "db")["status"]
+    assert status["lease"]["id"].startswith("sha256:")
+    assert status["lease"]["renewable"] is True
+    assert status["expiresAt"]
+    first_expiry = database.lease_expiry(lease["id"])
+
+    # Renewed: past the first expiry the same credentials still log in, and OpenBao says so too.
+    wait_for(
+        lambda: (kube.get_ms(namespace, "db")["status"].get("lease") or {}).get("renewedAt"),
+        60,
+        what="a renewal",
+    )
+    wait_for(lambda: datetime.now(first_expiry.tzinfo) > first_expiry, 30, what="the first expiry to pass")
+    time.sleep(SETTLE)
+    assert database.postgres.login(username, password), "renewed credentials still log in"
+    assert database.lease_expiry(lease["id"]) > first_expiry
+    assert credentials(kube, namespace) == (username, password)
+    assert database.issued() == 1
+
+    # A restart finds the lease with the Secret: it renews it, issues nothing, rolls nothing.
+    renewed_at = kube.get_ms(namespace, "db")["status"]["lease"]["renewedAt"]
+    operator.restart()
+    wait_for(
+        lambda: kube.get_ms(namespace, "db")["status"]["lease"].get("renewedAt") != renewed_at,
+        60,
+        what="a renewal after the restart",
+    )
+    time.sleep(SETTLE)
+    assert database.issued() == 1, "the restart issued new credentials"
+    assert credentials(kube, namespace) == (username, password)
+    assert replica_sets(kube, namespace, "web") == 1, "nothing rolled"
+    assert database.postgres.login(username, password)
+
+    # Neither the password nor the lease id is in the log, the status or the events.
+    where = {
+        "the operator log": debug_log.text(),
+        "the status": str(kube.get_ms(namespace, "db")),
+        "the events": str(kube.core.list_namespaced_event(namespace).to_dict()),
+    }
+    for value in (password, lease["id"], lease["id"].rsplit("/", 1)[-1]):
+        for place, text in where.items():
+            assert_absent(value, text, place)
+
+
+def test_new_credentials_roll_once_and_the_replaced_lease_is_revoked_after_the_grace_period(
+    operator: OperatorRunner, database: Database, kube: Kube, namespace: str, vault_backend: str
+) -> None:
+    create_deployment(kube, namespace, "web", "db")
+    rollout = {"targets": [{"kind": "Deployment", "name": "web"}], "debounce": "1s"}
+    kube.create_ms(namespace, "db", {**dynamic_spec(database, revokeGracePeriod="20s"), "rollout": rollout})
+    kube.wait_ready(namespace, "db", timeout=60)
+    old = credentials(kube, namespace)
+
+    kube.force_sync(namespace, "db")  # new credentials now; the old lease has an hour left
+    new = wait_for(
+        lambda: c if (c := credentials(kube, namespace)) != old else None, 60, what="new credentials"
+    )
+    assert database.postgres.login(*new)
+    assert database.postgres.login(*old), "the old credentials live through the grace period"
+    assert kube.get_ms(namespace, "db")["status"]["lease"]["pendingRevocations"] == 1
+    wait_for(lambda: old[0] not in database.postgres.roles(), 90, what="the old user revoked")
+    wait_for(
+        lambda: kube.get_ms(namespace, "db")["status"]["lease"]["pendingRevocations"] == 0,
+        30,
+        what="no revocation pending",
+    )
+    assert database.postgres.login(*new)
+    assert database.issued() == 2
+    assert replica_sets(kube, namespace, "web") == 2, "one rollout for the new credentials"
+    time.sleep(SETTLE)
+    assert replica_sets(kube, namespace, "web") == 2, "and none for the revocation"
+
+
+def test_a_lease_at_its_max_ttl_is_replaced_before_it_expires(
+    operator: OperatorRunner,
+    database: Database,
+    kube: Kube,
+    namespace: str,
+    vault_backend: str,
+    debug_log: DebugLogCapture,
+) -> None:
+    """TTL 20 s, max TTL 60 s, renewals at a third: the renewal OpenBao cuts short (the engine caps it at
+    the role's max TTL) leads to new credentials while the old lease still has (1 - 0.34) * 20 s."""
+    database.role("20s", "60s")
+    kube.create_ms(namespace, "db", dynamic_spec(database, renewAtPercent=34, revokeGracePeriod="1s"))
+    kube.wait_ready(namespace, "db", timeout=60)
+    old = credentials(kube, namespace)
+    first = lease_of(kube, namespace)
+    new = wait_for(
+        lambda: c if (c := credentials(kube, namespace)) != old else None, 120, what="new credentials"
+    )
+    second = lease_of(kube, namespace)
+    assert f"renewed lease {lease_reference(first['id'])}" in debug_log.text(), "renewed before replaced"
+    assert second["issuedAt"] < first["issuedAt"] + 60, "issued before the old lease's max TTL"
+    assert database.postgres.login(*new)
+    wait_for(lambda: old[0] not in database.postgres.roles(), 60, what="the old user gone")
+    kube.wait_ready(namespace, "db")
+    assert database.issued() >= 2
+
+
+@pytest.mark.parametrize("revoke", [True, False])
+def test_deleting_the_managed_secret_revokes_its_lease(
+    operator: OperatorRunner, database: Database, kube: Kube, namespace: str, vault_backend: str, revoke: bool
+) -> None:
+    kube.create_ms(namespace, "db", dynamic_spec(database, revokeOnDelete=revoke))
+    kube.wait_ready(namespace, "db", timeout=60)
+    username, password = credentials(kube, namespace)
+    kube.delete_ms(namespace, "db")
+    wait_for(lambda: kube.secret(namespace, "db") is None, 60, what="the Secret gone with its ManagedSecret")
+    if revoke:
+        wait_for(lambda: username not in database.postgres.roles(), 60, what="the user revoked")
+    else:
+        time.sleep(SETTLE)
+        assert database.postgres.login(username, password), "revokeOnDelete false leaves the lease"
+
+
+def test_a_tenant_cannot_write_through_a_cluster_backend_or_reach_the_stores_control_paths(
+    operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str
+) -> None:
+    """A ClusterSecretBackend's token serves every admitted namespace: a dynamic POST could write a KV
+    value or mint a token with it. POST needs the backend owner's remoteKeys pattern; sys/, auth/,
+    identity/ and cubbyhole/ are refused by the API server."""
+    name = f"shared-{namespace}"[:63]
+    kube.create_secret(
+        namespace,
+        "bao-token",
+        {"token": openbao.root_token},
+        annotations=allowed_for(f"ClusterSecretBackend/{name}"),
+    )
+    kube.create_cluster_backend(
+        name,
+        {
+            "vault": {
+                "server": openbao.addr,
+                "auth": {
+                    "token": {"secretRef": {"name": "bao-token", "key": "token", "namespace": namespace}}
+                },
+            },
+            "conditions": [{"namespaces": [namespace]}],  # no remoteKeys: reads of any key, no POST
+        },
+    )
+    try:
+        victim = f"victim/{secrets.token_hex(4)}"
+        openbao.client().secrets.kv.v2.create_or_update_secret(
+            path=victim, secret={"v": "kept"}, mount_point="secret"
+        )
+        spec = {
+            "backendRef": {"kind": "ClusterSecretBackend", "name": name},
+            "dynamic": {"path": f"secret/data/{victim}", "method": "POST", "parameters": {"data": "x"}},
+        }
+        kube.create_ms(namespace, "write", spec)
+        cond = kube.wait_ready(namespace, "write", "False", "KeyNotAllowed", timeout=60)
+        assert "remoteKeys" in cond["message"]
+        kept = openbao.client().secrets.kv.v2.read_secret_version(
+            path=victim, mount_point="secret", raise_on_deleted_version=True
+        )
+        assert kept["data"]["data"] == {"v": "kept"}, "the KV value was not touched"
+        with pytest.raises(ApiException) as refused:
+            kube.create_ms(
+                namespace, "token", {**spec, "dynamic": {"path": "auth/token/create", "method": "POST"}}
+            )
+        assert refused.value.status == 422
+        assert "secrets engine's path" in str(refused.value.body)
+    finally:
+        kube.delete_cluster_backend(name)
