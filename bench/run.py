@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from harness.controlplane import DEFAULT_CRD_DIR, ControlPlane, free_port  # noqa: E402
 from harness.openbao import OpenBao  # noqa: E402
+from harness.postgres import PostgresServer  # noqa: E402
 
 CLIENT_THREADS = 16
 PATHS = 100
@@ -622,6 +623,126 @@ def wait_value(core: k8s.CoreV1Api, namespace: str, value: str, timeout: float) 
 # -- report --------------------------------------------------------------------------------------------------
 
 
+# -- dynamic secrets: the renewal load -----------------------------------------------------------------------
+
+#: The leases' duration: renewed at about two thirds of it.
+LEASE_TTL = "90s"
+LEASE_WINDOW = 180.0
+
+
+def lease_counts(operator: OperatorProcess) -> dict[str, float]:
+    metrics = operator.metrics()
+    return {
+        op: counter(metrics, f"managedsecrets_lease_operations_total{{operation={op}}}")
+        for op in ("issue", "renew", "revoke")
+    }
+
+
+def lease_window(operator: OperatorProcess, seconds: float) -> dict[str, float]:
+    """Lease calls over ``seconds``, sampled each second: per minute, and the busiest second's renewals."""
+    first = previous = lease_counts(operator)
+    busiest = 0.0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = lease_counts(operator)
+        busiest = max(busiest, now["renew"] - previous["renew"])
+        previous = now
+    calls = delta(previous, first)
+    return {
+        "renew_per_min": calls["renew"] * 60 / seconds,
+        "issue": calls["issue"],
+        "revoke": calls["revoke"],
+        "busiest_second_renewals": busiest,
+    }
+
+
+def dynamic_manifest(namespace: str, index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ManagedSecret",
+        "metadata": {"name": f"db-{index}", "namespace": namespace},
+        "spec": {
+            "backendRef": {"name": "vault"},
+            "refreshInterval": "1h",
+            "dynamic": {"path": "database/creds/app"},
+        },
+    }
+
+
+def run_leases(
+    cp: ControlPlane, bao: OpenBao, api: k8s.ApiClient, count: int, workdir: Path
+) -> dict[str, Any]:
+    """``count`` dynamic ManagedSecrets on OpenBao's database engine (a real PostgreSQL), leases of
+    LEASE_TTL: the OpenBao calls per minute in steady state, and in the window after an operator restart
+    (issues must stay 0, renewals spread as before)."""
+    core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
+    result: dict[str, Any] = {"n": count, "lease_ttl": LEASE_TTL}
+    with PostgresServer() as postgres:
+        client = bao.client()
+        client.sys.enable_secrets_engine("database", path="database")
+        client.write(
+            "database/config/pg",
+            plugin_name="postgresql-database-plugin",
+            connection_url=postgres.connection_url,
+            username=postgres.ADMIN,
+            password=postgres.admin_password,
+            allowed_roles="app",
+        )
+        client.write(
+            "database/roles/app",
+            db_name="pg",
+            creation_statements=["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}';"],
+            default_ttl=LEASE_TTL,
+            max_ttl="24h",
+        )
+        namespace = f"leases-{count}"
+        create_backend(core, custom, bao, namespace)
+        operator = OperatorProcess(cp, workdir / f"operator-leases-{count}.log")
+        operator.start()
+        try:
+            log(f"leases N={count}: creating {count} dynamic ManagedSecrets")
+            tracker = ReadyTracker(api, namespace, count)
+            started = time.monotonic()
+            parallel(
+                lambda i: custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "managedsecrets", dynamic_manifest(namespace, i)
+                ),
+                count,
+            )
+            tracker.wait(900)
+            result["cold_sync_s"] = time.monotonic() - started
+            result["issued"] = lease_counts(operator)["issue"]
+            log(f"leases N={count}: steady state, {LEASE_WINDOW:.0f} s")
+            meter = CpuMeter(cp, operator)
+            result["steady"] = {**lease_window(operator, LEASE_WINDOW), "cpu_by_process_s": meter.used()}
+            log(f"leases N={count}: operator restart, then {LEASE_WINDOW:.0f} s")
+            operator.stop()
+            operator.start()
+            result["after_restart"] = lease_window(operator, LEASE_WINDOW)
+            result["after_restart"]["secret_writes"] = writes(operator.metrics())["secret"]
+        finally:
+            operator.stop()
+            core.delete_namespace(namespace)
+    return result
+
+
+def lease_table(result: dict[str, Any]) -> str:
+    steady, after = result["steady"], result["after_restart"]
+    head = f"dynamic leases: N={result['n']}, lease {result['lease_ttl']}, cold sync {result['cold_sync_s']:.1f}s"
+    lines = [f"{head} ({result['issued']:.0f} issued)"]
+    for name, window in (("steady:       ", steady), ("after restart:", after)):
+        line = (
+            f"  {name} {window['renew_per_min']:.0f} renewals/min, busiest second"
+            f" {window['busiest_second_renewals']:.0f}, {window['issue']:.0f} issued"
+        )
+        lines.append(line)
+    lines.append(
+        f"  Secret writes after the restart: {after['secret_writes']:.0f} (renewals write the lease annotation)"
+    )
+    return "\n".join(lines)
+
+
 def table(results: Iterable[dict[str, Any]]) -> str:
     rows = [
         (
@@ -689,13 +810,16 @@ def main() -> int:
         "--workers", type=int, default=0, help="operator --workers (default: its own default)"
     )
     parser.add_argument("--profile", help="folder for py-spy profiles of the operator during cold sync")
+    parser.add_argument(
+        "--leases", type=int, default=2000, help="dynamic ManagedSecrets for the renewal-load phase (0: skip)"
+    )
     args = parser.parse_args()
     global PROFILE_DIR, WORKERS  # noqa: PLW0603 - command-line switches
     PROFILE_DIR = Path(args.profile) if args.profile else None
     WORKERS = args.workers
     if PROFILE_DIR is not None:
         PROFILE_DIR.mkdir(parents=True, exist_ok=True)
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -722,6 +846,7 @@ def main() -> int:
                     args.unrelated if count == max(sizes) else 0,
                 )
             )
+        leases = run_leases(cp, bao, api, args.leases, Path(cp.workdir)) if args.leases else None
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -731,11 +856,15 @@ def main() -> int:
         },
         "kube_apiserver": "v1.36.3 (local, etcd --unsafe-no-fsync)",
         "results": results,
+        "leases": leases,
     }
     path = out_dir / f"bench-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     path.write_text(json.dumps(report, indent=2))
     print()
-    print(table(results))
+    if results:
+        print(table(results))
+    if leases is not None:
+        print(lease_table(leases))
     print(f"\nwritten: {path}")
     return 0
 

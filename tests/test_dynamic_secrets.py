@@ -220,6 +220,14 @@ def test_new_credentials_roll_once_and_the_replaced_lease_is_revoked_after_the_g
     )
     assert database.postgres.login(*new)
     assert database.issued() == 2
+    # The audit trail: the change and the revocation, each one Event, by lease hash only.
+    (source,) = kube.get_ms(namespace, "db")["status"]["sources"]
+    assert source == {"key": database.path, "version": kube.get_ms(namespace, "db")["status"]["lease"]["id"]}
+    messages = [(e.reason, e.message) for e in kube.events(namespace) if e.involved_object.name == "db"]
+    changed = [m for r, m in messages if r == "Updated" and "(force-sync, re-issue)" in m]
+    assert len(changed) == 1
+    assert f"{database.path} sha256:" in changed[0]
+    assert [r for r, _ in messages].count("LeaseRevoked") == 1
     assert replica_sets(kube, namespace, "web") == 2, "one rollout for the new credentials"
     time.sleep(SETTLE)
     assert replica_sets(kube, namespace, "web") == 2, "and none for the revocation"

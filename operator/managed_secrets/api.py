@@ -54,3 +54,5 @@ RELOAD_ANNOTATION: Final = f"{GROUP}/reload"
 # -- status condition types ------------------------------------------------------------------------------
 READY_CONDITION: Final = "Ready"
 ROLLOUT_CONDITION: Final = "Rollout"
+#: True when what the Secret holds expires soon (a static value) or its renewal is overdue.
+EXPIRY_CONDITION: Final = "ExpiresSoon"

@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
         " still work (their Ready condition; jittered; 0: only when a backend changes; default 300)",
     )
     run.add_argument(
+        "--expiry-warning",
+        type=float,
+        default=None,
+        help="seconds before a value's expiry (where the store says when: Azure Key Vault expires, GCP"
+        " expireTime) that its ManagedSecret gets ExpiresSoon=True and a Warning event (default 1209600,"
+        " 14 days)",
+    )
+    run.add_argument(
         "--no-backend-status",
         dest="backend_status",
         action="store_const",
@@ -178,6 +186,7 @@ def _config(args: argparse.Namespace) -> OperatorConfig:
         "workers_per_namespace": args.workers_per_namespace,
         "stall_timeout": args.stall_timeout,
         "backend_validation_interval": args.backend_validation_interval,
+        "expiry_warning": args.expiry_warning,
         "backend_status": args.backend_status,
         "template_timeout": args.template_timeout,
         "template_max_output": args.template_max_output,

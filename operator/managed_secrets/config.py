@@ -83,6 +83,8 @@ class OperatorConfig:
     backoff_max: float = 300.0
     #: Seconds between validations of an unchanged backend (its Ready condition); 0: only on change.
     backend_validation_interval: float = 300.0
+    #: A value the store says expires within this many seconds gets ExpiresSoon=True and a Warning event.
+    expiry_warning: float = 14 * 86400.0
     #: Write the backends' Ready condition; off for an operator that must leave it to another one.
     backend_status: bool = True
     #: Passed to providers (timeouts, test hooks); no credentials here.
@@ -120,6 +122,8 @@ class OperatorConfig:
             )
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if not (math.isfinite(self.expiry_warning) and self.expiry_warning >= 0):
+            raise ValueError(f"expiry warning must be finite seconds >= 0, got {self.expiry_warning}")
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -139,6 +143,7 @@ class OperatorConfig:
             backoff_base=_number("BACKOFF_BASE", "5", float),
             backoff_max=_number("BACKOFF_MAX", "300", float),
             backend_validation_interval=_number("BACKEND_VALIDATION_INTERVAL", "300", float),
+            expiry_warning=_number("EXPIRY_WARNING", str(14 * 86400), float),
             backend_status=_env("BACKEND_STATUS", "true").lower() in ("1", "true", "yes"),
             kubeconfig=_env("KUBECONFIG", os.environ.get("KUBECONFIG", "")),
             allowed_store_endpoints=_env_list("ALLOWED_STORE_ENDPOINTS"),

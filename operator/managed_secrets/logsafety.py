@@ -46,6 +46,9 @@ class JsonFormatter(logging.Formatter):
         k8s_ref = getattr(record, "k8s_ref", None)
         if isinstance(k8s_ref, dict):
             entry["object"] = {k: k8s_ref.get(k) for k in ("kind", "namespace", "name")}
+        audit = getattr(record, "audit", None)
+        if isinstance(audit, dict):
+            entry["audit"] = audit
         if record.exc_info and record.exc_info[0] is not None:
             entry["exception"] = record.exc_info[0].__name__
         return json.dumps(entry)

@@ -1,4 +1,5 @@
-"""Prometheus metrics. Labels carry reasons, kinds and backend types, never names of keys or values."""
+"""Prometheus metrics. Labels carry reasons, kinds and backend types, and (the expiry gauge only) the
+ManagedSecret's namespace and name; never names of keys, never values."""
 
 from __future__ import annotations
 
@@ -51,6 +52,19 @@ MANAGED = Gauge(
     "managedsecrets_managed_objects",
     "ManagedSecrets known to the operator by Ready condition.",
     ["ready"],
+    registry=REGISTRY,
+)
+LEASE_OPERATIONS = Counter(
+    "managedsecrets_lease_operations_total",
+    "Lease operations on dynamic secrets engines by operation (issue, renew, revoke) and result (ok, error).",
+    ["operation", "result"],
+    registry=REGISTRY,
+)
+EXPIRES = Gauge(
+    "managedsecrets_secret_expiry_timestamp_seconds",
+    "When what the Secret of a ManagedSecret holds expires (epoch seconds): a certificate's notAfter, a"
+    " lease's expiry, the earliest expiry the stores give its values. Absent where none is known.",
+    ["namespace", "name"],
     registry=REGISTRY,
 )
 DRIFT_EVENTS = Counter(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import TypeVar
 
 from managed_secrets import errors
 from managed_secrets.api import (
@@ -68,17 +69,23 @@ from managed_secrets.models.managedsecret import (
 )
 from managed_secrets.providers.base import (
     CertificateIssuer,
+    IssuedLease,
     LeaseIssuer,
     LeaseRequest,
     RemoteKey,
     SecretProvider,
+    expiry_of,
+    version_of,
 )
 from managed_secrets.providers.keys import canonicalizer, case_insensitive_keys
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: (backend type, operation, number of keys), once per provider call; for metrics.
 FetchObserver = Callable[[str, str, int], None]
+#: (operation: issue / renew / revoke, result: ok / error), once per lease call; for metrics.
+LeaseObserver = Callable[[str, str], None]
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 #: Reads for a resource that fetches once (refreshInterval 0) may be reused for this long.
 FETCH_ONCE_MAX_AGE = 300.0
@@ -88,6 +95,23 @@ class WriteAction(StrEnum):
     CREATED = "Created"
     UPDATED = "Updated"
     UNCHANGED = "Unchanged"
+
+
+@dataclass(frozen=True)
+class SourceVersion:
+    """What a Secret holds of one remote key: the version read, a certificate's serial, a lease's hash
+    (never the lease id), or None where the store has no versions (KV v1)."""
+
+    key: str
+    version: str | None
+
+
+class ChangeCause(StrEnum):
+    """Why the reconciler changed a Secret's data beyond a plain read (the controller knows the rest)."""
+
+    ISSUE = "issue"
+    REISSUE = "re-issue"
+    RENEWAL = "renewal"
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,13 @@ class SyncResult:
     renew_at: float | None = None
     #: A dynamic Secret's lease as it now is.
     lease: leases.LeaseState | None = None
+    #: Per remote key (spec order), what the Secret holds now.
+    sources: tuple[SourceVersion, ...] = ()
+    #: The keys whose values were added, changed or removed by this run.
+    changed_keys: tuple[str, ...] = ()
+    cause: ChangeCause | None = None
+    #: Hashes of the replaced leases revoked in this run.
+    revoked: tuple[str, ...] = ()
 
 
 def owner_reference(ms: ManagedSecret) -> OwnerReference:
@@ -133,6 +164,7 @@ class Reconciler:
         reads: ReadCache,
         *,
         observe_fetch: FetchObserver | None = None,
+        observe_lease: LeaseObserver | None = None,
         operator_key: OperatorKey | None = None,
         renderer: Renderer | None = None,
         clock: Callable[[], float] = time.time,
@@ -142,6 +174,7 @@ class Reconciler:
         self._providers = providers
         self._reads = reads
         self._observe_fetch = observe_fetch
+        self._observe_lease = observe_lease
         # The operator passes its stable key; a key of this instance's own is for tests only.
         self._operator_key = operator_key or _ephemeral_key()
         self._renderer = renderer or InProcessRenderer()
@@ -180,7 +213,16 @@ class Reconciler:
         refs = list(dict.fromkeys(canonical.values()))
         fetched = self._fetch(ms, provider, backend, refs, force=force, last_refresh=last_refresh)
         data = self._build_data(ms, {ref: fetched[key] for ref, key in canonical.items()})
-        return self._write(ms, data, target_known_absent=target_known_absent)
+        result = self._write(ms, data, target_known_absent=target_known_absent)
+        expiries = [at for key in refs if (at := expiry_of(fetched[key])) is not None]
+        return replace(
+            result,
+            sources=tuple(
+                SourceVersion(ref.key, version_of(fetched[key]) or key.version)
+                for ref, key in canonical.items()
+            ),
+            expires_at=min(expiries) if expiries else None,
+        )
 
     def _sync_certificate(
         self,
@@ -222,7 +264,13 @@ class Reconciler:
                 and still_good(info, source, recorded_hash=recorded, wanted_hash=wanted, now=self._clock())
             ):
                 result = self._update_owned(ms, existing, existing.data, annotations)
-                return replace(result, expires_at=info.not_after, renew_at=info.renew_at(source))
+                return replace(
+                    result,
+                    expires_at=info.not_after,
+                    renew_at=info.renew_at(source),
+                    sources=(SourceVersion(issue_path.key, f"serial:{info.serial}"),),
+                )
+        reissue = existing is not None and leaf_info(existing.data) is not None
         issued = provider.issue_certificate(request)
         data = secret_data(issued)
         info = leaf_info(data)
@@ -239,7 +287,13 @@ class Reconciler:
             result = self._write(ms, data, target_known_absent=target_known_absent, annotations=annotations)
         else:
             result = self._update_owned(ms, existing, data, annotations)
-        return replace(result, expires_at=info.not_after, renew_at=info.renew_at(source))
+        return replace(
+            result,
+            expires_at=info.not_after,
+            renew_at=info.renew_at(source),
+            sources=(SourceVersion(issue_path.key, f"serial:{info.serial}"),),
+            cause=ChangeCause.REISSUE if reissue else ChangeCause.ISSUE,
+        )
 
     def _lease_issuer(
         self, ms: ManagedSecret, backend: Backend, conditions: Sequence[NamespaceCondition]
@@ -264,7 +318,7 @@ class Reconciler:
                 " ClusterSecretBackend that admits it"
             )
         self._check_key_scope(ms, provider, backend, conditions, canonical)
-        return provider
+        return _ObservedLeases(provider, self._observe_lease) if self._observe_lease else provider
 
     def _sync_dynamic(
         self,
@@ -325,11 +379,22 @@ class Reconciler:
                 previous_valid=previous_valid,
                 target_known_absent=target_known_absent,
             )
+        renewed = action is leases.LeaseAction.RENEW
+        before = state.pending
         state, failed = self._revoke_due(ms, provider, state, now)
         result = self._update_owned(ms, existing, existing.data, {LEASE_ANNOTATION: state.to_annotation()})
         if failed is not None:
             raise failed  # the Secret is good and its lease recorded; the replaced one is retried
-        return replace(result, expires_at=state.expires_at, renew_at=state.next_run(), lease=state)
+        revoked = tuple(leases.lease_reference(p.lease_id) for p in before if p not in state.pending)
+        return replace(
+            result,
+            expires_at=state.expires_at,
+            renew_at=state.next_run(),
+            lease=state,
+            sources=(SourceVersion(request.path, state.reference),),
+            cause=ChangeCause.RENEWAL if renewed else None,
+            revoked=revoked,
+        )
 
     def _issue_lease(
         self,
@@ -378,7 +443,14 @@ class Reconciler:
         except errors.SyncError:
             self._revoke_quietly(ms, provider, issued.lease_id)
             raise
-        return replace(result, expires_at=state.expires_at, renew_at=state.next_run(), lease=state)
+        return replace(
+            result,
+            expires_at=state.expires_at,
+            renew_at=state.next_run(),
+            lease=state,
+            sources=(SourceVersion(request.path, state.reference),),
+            cause=ChangeCause.REISSUE if previous is not None else ChangeCause.ISSUE,
+        )
 
     @staticmethod
     def _revoke_quietly(ms: ManagedSecret, provider: LeaseIssuer, lease_id: str) -> None:
@@ -515,7 +587,7 @@ class Reconciler:
             remote = entry.remote_ref
             raw = values[RemoteKey(remote.key, remote.version)]
             data[entry.secret_key] = (
-                raw if remote.property is None else pick_property(raw, remote.key, remote.property)
+                bytes(raw) if remote.property is None else pick_property(raw, remote.key, remote.property)
             )
         return self._rendered(ms, data)
 
@@ -566,7 +638,10 @@ class Reconciler:
                     raise
                 return self._update_owned(ms, existing, data, annotations)
             log.info("%s: created Secret %s with keys %s", ms.ref, name, sorted(data))
-            return SyncResult(name, tuple(sorted(data)), WriteAction.CREATED, data_changed=False, data=data)
+            keys = tuple(sorted(data))
+            return SyncResult(
+                name, keys, WriteAction.CREATED, data_changed=False, data=data, changed_keys=keys
+            )
         return self._update_owned(ms, existing, data, annotations)
 
     def _update_owned(
@@ -614,8 +689,16 @@ class Reconciler:
         else:
             self._cluster.replace(desired)
         log.info("%s: updated Secret %s (data changed: %s)", ms.ref, existing.name, data_changed)
+        changed = tuple(
+            sorted(k for k in {*existing.data, *desired.data} if existing.data.get(k) != desired.data.get(k))
+        )
         return SyncResult(
-            existing.name, keys, WriteAction.UPDATED, data_changed=data_changed, data=desired.data
+            existing.name,
+            keys,
+            WriteAction.UPDATED,
+            data_changed=data_changed,
+            data=desired.data,
+            changed_keys=changed,
         )
 
     def _replace_type(self, ms: ManagedSecret, existing: SecretObject, desired: SecretObject) -> None:
@@ -871,6 +954,38 @@ class Reconciler:
         }
         self._cluster.replace(replace(existing, data=data, annotations=annotations, labels=labels))
         log.info("%s: removed merged keys %s from Secret %s", ms.ref, sorted(merged), existing.name)
+
+
+class _ObservedLeases:
+    """A LeaseIssuer whose every call is counted (operation, ok / error)."""
+
+    def __init__(self, provider: LeaseIssuer, observe: LeaseObserver) -> None:
+        self._provider = provider
+        self._observe = observe
+
+    def _counted(self, operation: str, call: Callable[[], T]) -> T:
+        try:
+            result = call()
+        except errors.SyncError:
+            self._observe(operation, "error")
+            raise
+        self._observe(operation, "ok")
+        return result
+
+    def fetch(self, ref: RemoteKey) -> bytes:
+        return self._provider.fetch(ref)
+
+    def close(self) -> None:
+        self._provider.close()
+
+    def issue_lease(self, request: LeaseRequest) -> IssuedLease:
+        return self._counted("issue", lambda: self._provider.issue_lease(request))
+
+    def renew_lease(self, lease_id: str, increment: int | None) -> int:
+        return self._counted("renew", lambda: self._provider.renew_lease(lease_id, increment))
+
+    def revoke_lease(self, lease_id: str) -> None:
+        self._counted("revoke", lambda: self._provider.revoke_lease(lease_id))
 
 
 def _ephemeral_key() -> OperatorKey:

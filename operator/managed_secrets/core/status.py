@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from managed_secrets.api import READY_CONDITION, ROLLOUT_CONDITION
+from managed_secrets.api import EXPIRY_CONDITION, READY_CONDITION, ROLLOUT_CONDITION
 from managed_secrets.core.certificates import rfc3339
 from managed_secrets.core.leases import LeaseState
 from managed_secrets.core.reconcile import SyncResult, WriteAction
@@ -33,6 +34,7 @@ from managed_secrets.models.status import (
     LeaseStatus,
     ManagedSecretStatus,
     RestartRecord,
+    SourceStatus,
     find_condition,
     now_rfc3339,
     set_condition,
@@ -134,7 +136,9 @@ def after_sync(
             "last_sync_time": now if wrote or not current.last_sync_time else current.last_sync_time,
             "data_hash": data_hash if data_hash is not None else current.data_hash,
             "expires_at": rfc3339(result.expires_at) if result.expires_at is not None else None,
+            "renew_at": rfc3339(result.renew_at) if result.renew_at is not None else None,
             "lease": _lease_status(result.lease) if result.lease is not None else None,
+            "sources": [SourceStatus(key=v.key, version=v.version) for v in result.sources],
         }
     )
 
@@ -148,6 +152,61 @@ def _lease_status(lease: LeaseState) -> LeaseStatus:
         renewable=lease.renewable,
         pending_revocations=len(lease.pending),
     )
+
+
+#: A renewal this late (the operator retries failures within its backoff) is overdue.
+RENEWAL_OVERDUE_AFTER = 60.0
+
+
+def _epoch(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+def _expiry_state(status: ManagedSecretStatus, now: float, window: float) -> tuple[ConditionStatus, str, str]:
+    assert status.expires_at is not None  # noqa: S101 - the caller checked
+    expires = status.expires_at
+    if status.renew_at is not None:
+        if now >= _epoch(status.renew_at) + RENEWAL_OVERDUE_AFTER:
+            message = (
+                f"the renewal due at {status.renew_at} has not happened; the Secret's content expires at"
+            )
+            return ConditionStatus.TRUE, "RenewalOverdue", f"{message} {expires} (see the Ready condition)"
+        return (
+            ConditionStatus.FALSE,
+            "RenewedAhead",
+            f"renewed at {status.renew_at}, before it expires at {expires}",
+        )
+    remaining = _epoch(expires) - now
+    if remaining <= 0:
+        return ConditionStatus.TRUE, "Expired", f"a value the Secret holds expired at {expires}"
+    if remaining <= window:
+        message = f"a value the Secret holds expires at {expires}; the store's owner must replace it"
+        return ConditionStatus.TRUE, "ExpiresSoon", message
+    return ConditionStatus.FALSE, "NotExpiringSoon", f"the earliest expiry is {expires}"
+
+
+def with_expiry(status: ManagedSecretStatus, *, now: float, window: float) -> ManagedSecretStatus:
+    """The ExpiresSoon condition from status.expiresAt: a static value within ``window`` of its expiry
+    (or past it); a certificate or lease whose renewal (renewAt) is overdue. No expiry: no condition."""
+    if status.expires_at is None:
+        kept = [c for c in status.conditions if c.type != EXPIRY_CONDITION]
+        return (
+            status if len(kept) == len(status.conditions) else status.model_copy(update={"conditions": kept})
+        )
+    flag, reason, message = _expiry_state(status, now, window)
+    updated = set_condition(status.conditions, EXPIRY_CONDITION, flag, reason, message)
+    return status if updated == status.conditions else status.model_copy(update={"conditions": updated})
+
+
+def expiry_warning(before: ManagedSecretStatus, after: ManagedSecretStatus) -> Condition | None:
+    """The ExpiresSoon condition when it has just become true (or changed its reason while true)."""
+    new = find_condition(after.conditions, EXPIRY_CONDITION)
+    if new is None or new.status != ConditionStatus.TRUE:
+        return None
+    old = find_condition(before.conditions, EXPIRY_CONDITION)
+    if old is not None and old.status == ConditionStatus.TRUE and old.reason == new.reason:
+        return None
+    return new
 
 
 def after_failure(

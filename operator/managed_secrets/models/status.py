@@ -104,6 +104,18 @@ class RestartRecord(CamelModel):
     time: Timestamp = Field(description="When the operator restarted it.")
 
 
+class SourceStatus(CamelModel):
+    """What the Secret holds of one remote key, for the audit trail (never a value, never a lease id)."""
+
+    key: str = Field(max_length=2048, description="The remote key (a certificate's or lease's path).")
+    version: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The version read (store version id), a certificate's serial (serial:<hex>), or a"
+        " lease's hash (sha256:<hex>); absent where the store has no versions.",
+    )
+
+
 class LeaseStatus(CamelModel):
     """A dynamic Secret's lease, without its id (the id can act on the lease; it is kept with the Secret)."""
 
@@ -163,8 +175,17 @@ class ManagedSecretStatus(CamelModel):
         description="When the Secret's content expires: the certificate's notAfter, or the lease's expiry"
         " (moved on by each renewal).",
     )
+    renew_at: Timestamp | None = Field(
+        default=None,
+        description="When the operator renews or issues anew what the Secret holds (certificates and leases).",
+    )
     lease: LeaseStatus | None = Field(
         default=None, description="The lease of a dynamic ManagedSecret's credentials."
+    )
+    sources: list[SourceStatus] = Field(
+        default_factory=list,
+        max_length=1100,
+        description="Per remote key, the version the Secret holds now (spec order).",
     )
     #: The most recent restarts, oldest first.
     restarts: list[RestartRecord] = Field(

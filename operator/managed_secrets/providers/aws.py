@@ -51,6 +51,7 @@ from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.schema import per_kind, rule, rules
 from managed_secrets.providers.base import (
+    Fetched,
     ProviderContext,
     RemoteKey,
     SecretKeyRef,
@@ -694,10 +695,11 @@ class SecretsManagerProvider(_AWSProvider):
 
 
 def _secret_bytes(response: Mapping[str, Any], ref: RemoteKey, label: str) -> bytes:
+    version = str(response["VersionId"]) if response.get("VersionId") else None
     if response.get("SecretString") is not None:
-        return str(response["SecretString"]).encode()
+        return Fetched(str(response["SecretString"]).encode(), version=version)
     if response.get("SecretBinary") is not None:
-        return bytes(response["SecretBinary"])
+        return Fetched(bytes(response["SecretBinary"]), version=version)
     raise RemoteKeyNotFound(f"{label}: read {ref}: the version holds no value")
 
 
@@ -748,7 +750,9 @@ class ParameterStoreProvider(_AWSProvider):
             # A missing label is ParameterNotFound, like a missing name: ask which one it is.
             self._raise_missing_parameter(client, ref)
             raise
-        return str(response["Parameter"]["Value"]).encode()
+        parameter = response["Parameter"]
+        version = str(parameter["Version"]) if parameter.get("Version") is not None else None
+        return Fetched(str(parameter["Value"]).encode(), version=version)
 
     def _raise_missing_parameter(self, client: Any, ref: RemoteKey) -> None:
         """RemoteKeyNotFound when the parameter itself is missing (its metadata only, never its value);

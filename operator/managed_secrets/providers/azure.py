@@ -75,6 +75,7 @@ from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.schema import per_kind, rule, rules
 from managed_secrets.providers.base import (
+    Fetched,
     ProviderContext,
     RemoteKey,
     SecretKeyRef,
@@ -464,7 +465,12 @@ class AzureKeyVaultProvider:
             raise
         if secret.value is None:
             raise RemoteKeyNotFound(f"{self._label}: read {ref}: the secret holds no value")
-        return secret.value.encode()
+        expires = secret.properties.expires_on
+        return Fetched(
+            secret.value.encode(),
+            version=secret.properties.version,
+            expires_at=expires.timestamp() if expires is not None else None,
+        )
 
     def validate(self) -> None:
         """Fetch the first page (one item) of the secrets' properties: names and dates, never values."""

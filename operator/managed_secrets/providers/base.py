@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
+from typing import Annotated, Any, Protocol, Self, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -357,6 +357,33 @@ class CanonicalizingProvider(SecretProvider, Protocol):
         for this store. Idempotent: the canonical form of a canonical ref is itself.
         """
         ...
+
+
+class Fetched(bytes):
+    """A fetched value with what the store says about it: the version read, when it expires (epoch
+    seconds). It is the bytes it holds everywhere bytes go; its repr shows neither value nor length."""
+
+    version: str | None
+    expires_at: float | None
+
+    def __new__(cls, value: bytes, *, version: str | None = None, expires_at: float | None = None) -> Self:
+        fetched = super().__new__(cls, value)
+        fetched.version = version
+        fetched.expires_at = expires_at
+        return fetched
+
+    def __repr__(self) -> str:
+        return f"Fetched(version={self.version!r}, expires_at={self.expires_at!r})"
+
+    __str__ = __repr__
+
+
+def version_of(value: bytes) -> str | None:
+    return value.version if isinstance(value, Fetched) else None
+
+
+def expiry_of(value: bytes) -> float | None:
+    return value.expires_at if isinstance(value, Fetched) else None
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.schema import per_kind
 from managed_secrets.providers.base import (
+    Fetched,
     ProviderContext,
     RemoteKey,
     SecretKeyRef,
@@ -403,7 +404,8 @@ class GCPProvider:
         data = bytes(payload.data)
         if "data_crc32c" in payload and crc32c(data) != payload.data_crc32c:
             raise BackendUnavailable(f"{self._label}: read {ref}: payload checksum mismatch")
-        return data
+        read = str(response.name).rsplit("/", 1)[-1] if response.name else None
+        return Fetched(data, version=read)
 
     def validate(self) -> None:
         """List at most one secret of the project (names only; the pager's first page is the one call)."""

@@ -37,7 +37,7 @@ from managed_secrets.errors import (
     VersionNotFound,
 )
 from managed_secrets.models.base import CamelModel
-from managed_secrets.providers.base import ProviderContext, RemoteKey, SecretProvider, parse_config
+from managed_secrets.providers.base import Fetched, ProviderContext, RemoteKey, SecretProvider, parse_config
 from managed_secrets.providers.keys import strict_canonical_ref
 
 #: The identity a provider presents when its block names none.
@@ -154,15 +154,16 @@ class MemoryStore:
             if entry is None or not entry.versions:
                 raise RemoteKeyNotFound(f"{label}: key {ref.key} not found")
             if ref.version is None:
-                for value in reversed(entry.versions):  # the newest enabled version
+                for index in range(len(entry.versions) - 1, -1, -1):  # the newest enabled version
+                    value = entry.versions[index]
                     if value is not None:
-                        return value
+                        return Fetched(value, version=str(index + 1))
                 raise VersionNotFound(f"{label}: key {ref.key} has no enabled version")
             number = int(ref.version)
             value = entry.versions[number - 1] if 0 < number <= len(entry.versions) else None
             if value is None:
                 raise VersionNotFound(f"{label}: key {ref.key} has no version {ref.version}")
-            return value
+            return Fetched(value, version=ref.version)
 
 
 _stores: dict[str, MemoryStore] = {}

@@ -47,6 +47,7 @@ from managed_secrets.models.base import CamelModel
 from managed_secrets.models.schema import rule, rules
 from managed_secrets.providers.base import (
     CertificateRequest,
+    Fetched,
     IssuedCertificate,
     IssuedLease,
     LeaseRequest,
@@ -506,7 +507,11 @@ class VaultProvider:
             data = (response.get("data") or {}).get("data")
         if data is None:
             raise RemoteKeyNotFound(f"{self._label}: key {ref} not found")
-        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        value = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        if self._config.version is KVVersion.V1:
+            return value
+        read = ((response.get("data") or {}).get("metadata") or {}).get("version")
+        return Fetched(value, version=str(read) if read is not None else None)
 
     def _call(self, call: Any, what: str, *, key: RemoteKey | None = None, login: bool = False) -> Any:
         """Run one hvac call and translate its exceptions; messages name the operation, never values."""

@@ -37,8 +37,11 @@ from managed_secrets.api import (
     MANAGED_SECRET_KIND,
 )
 from managed_secrets.core import status as status_model
+from managed_secrets.core.audit import change_record
 from managed_secrets.core.reconcile import (
+    ChangeCause,
     Reconciler,
+    SourceVersion,
     SyncResult,
     WriteAction,
     needs_finalizer,
@@ -54,6 +57,8 @@ from managed_secrets.runtime.threads import DaemonThreadPool
 from managed_secrets.runtime.workqueue import Backoff, Work, WorkQueue, jittered
 
 log = logging.getLogger(__name__)
+#: One line per change of a Secret's data (and per revocation): which keys, which versions, why.
+audit_log = logging.getLogger("managed_secrets.audit")
 #: A certificate already due is issued anew after this long (not in a tight loop if the store lags).
 MIN_RENEWAL_DELAY = 1.0
 
@@ -97,6 +102,8 @@ class ControllerSettings:
     stall_timeout: float = 120.0
     #: On stop, how long reconciles in flight may take to finish.
     stop_grace: float = 5.0
+    #: ExpiresSoon=True (and a Warning event) this many seconds before a static value expires.
+    expiry_warning: float = 14 * 86400.0
 
     @property
     def namespace_share(self) -> int:
@@ -260,6 +267,7 @@ class Controller:
             self._on_deleted(state.ref)
         self._queue.forget((namespace, name))
         self._drift.forget((namespace, name))
+        _forget_expiry(namespace, name)
         self._drift_pending.discard((namespace, name))
 
     def secret_drifted(self, namespace: str, name: str, secret_name: str, *, deleted: bool) -> None:
@@ -420,6 +428,10 @@ class Controller:
         finally:
             metrics.SYNC_SECONDS.observe(time.perf_counter() - started)
         metrics.SYNCS.labels("success", Reason.SYNCED.value).inc()
+        if result.expires_at is not None:
+            metrics.EXPIRES.labels(state.ref.namespace, state.ref.name).set(result.expires_at)
+        else:
+            _forget_expiry(state.ref.namespace, state.ref.name)
         if result.action is not WriteAction.UNCHANGED:
             metrics.SECRET_WRITES.labels(result.action.value.lower()).inc()
         state.failures = 0
@@ -427,18 +439,50 @@ class Controller:
         was_ready = state.ready
         state.ready = True
         self._write_status(state, observed, self._after_sync(ms, result, current, generation), reports)
-        # Events for what a person needs to see (a change, a recovery); a first creation shows in status.
+        self._report_change(state, result, observed, drift=drift, force=force, was_ready=was_ready)
+        return self._next_run(ms, result, refresh_in)
+
+    def _report_change(
+        self,
+        state: _State,
+        result: SyncResult,
+        observed: ManagedSecretStatus,
+        *,
+        drift: bool,
+        force: bool,
+        was_ready: bool | None,
+    ) -> None:
+        """The audit line of a data change, events for what a person needs to see (a change, a recovery,
+        a revocation); a first creation shows in status, a lease renewal in the log (the operator's own
+        routine, thousands an hour at scale)."""
+        why = _why(drift=drift, force=force, spec_changed=state.generation != observed.observed_generation)
+        record = change_record(
+            result, [SourceVersion(s.key, s.version) for s in observed.sources], why=_with_cause(why, result)
+        )
+        if record is not None:
+            audit_log.info("%s: %s", state.ref, record.message, extra={"audit": dict(record.fields)})
+        for lease in result.revoked:
+            audit_log.info(
+                "%s: revoked replaced lease %s", state.ref, lease, extra={"audit": {"revoked": lease}}
+            )
+            self._event(state, "Normal", "LeaseRevoked", f"revoked replaced lease {lease}")
+        renewal_only = result.cause is ChangeCause.RENEWAL and not result.data_changed
         if drift:
             self._drift_repaired(state, result)
-        elif result.action is WriteAction.UPDATED or was_ready is False:
+        elif (result.action is WriteAction.UPDATED and not renewal_only) or was_ready is False:
+            if record is not None and result.action is WriteAction.UPDATED:
+                message = record.message
+            else:
+                message = (
+                    f"Secret {result.secret_name}: {len(result.keys)} keys "
+                    f"({'data changed' if result.data_changed else result.action.value.lower()})"
+                )
             self._event(
                 state,
                 "Normal",
                 "Synced" if result.action is WriteAction.UNCHANGED else result.action.value,
-                f"Secret {result.secret_name}: {len(result.keys)} keys "
-                f"({'data changed' if result.data_changed else result.action.value.lower()})",
+                message,
             )
-        return self._next_run(ms, result, refresh_in)
 
     def _next_run(self, ms: ManagedSecret, result: SyncResult, refresh_in: float) -> float | None:
         """The delay to the next run after a success; None: none until something changes."""
@@ -447,7 +491,9 @@ class Controller:
         else:
             interval = ms.spec.refresh_interval.total_seconds()
             delay = self._jittered(interval) if interval > 0 else None
-        if result.renew_at is not None:  # a certificate: the run that issues anew is due then at the latest
+        if (
+            result.renew_at is not None
+        ):  # a certificate or lease: the run that renews is due then at the latest
             until = max(result.renew_at - time.time(), MIN_RENEWAL_DELAY)
             delay = until if delay is None else min(delay, until)
         return delay
@@ -563,6 +609,10 @@ class Controller:
         The patch is taken against ``observed``, the status this run started from, not ``state.status``:
         a watch event may have replaced that meanwhile (in the event loop), and a diff against it would
         null the fields someone else just wrote."""
+        new = status_model.with_expiry(new, now=time.time(), window=self._settings.expiry_warning)
+        warning = status_model.expiry_warning(observed, new)
+        if warning is not None:
+            self._event(state, "Warning", warning.reason, warning.message)
         patch = status_model.status_patch(observed, new)
         if patch is not None:
             self._writer.patch_status(state.ref, patch)
@@ -612,6 +662,23 @@ def _count_drift_repair(drift: bool, result: str) -> None:
 def _target_name(body: Mapping[str, Any]) -> str:
     target = (body.get("spec") or {}).get("target") or {}
     return str(target.get("name") or (body.get("metadata") or {}).get("name", ""))
+
+
+def _forget_expiry(namespace: str, name: str) -> None:
+    with contextlib.suppress(KeyError):  # never set
+        metrics.EXPIRES.remove(namespace, name)
+
+
+def _why(*, drift: bool, force: bool, spec_changed: bool) -> str:
+    if drift:
+        return "drift repair"
+    if force:
+        return "force-sync"
+    return "spec change" if spec_changed else "refresh"
+
+
+def _with_cause(why: str, result: SyncResult) -> str:
+    return f"{why}, {result.cause.value}" if result.cause is not None else why
 
 
 def _finalizers(body: Mapping[str, Any]) -> list[str]:

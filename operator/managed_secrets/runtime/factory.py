@@ -189,7 +189,13 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
         processes=config.template_processes,
     )
     reconciler = Reconciler(
-        cluster, providers, reads, observe_fetch=observe_fetch, renderer=renderer, operator_key=hmac_key
+        cluster,
+        providers,
+        reads,
+        observe_fetch=observe_fetch,
+        observe_lease=lambda operation, result: metrics.LEASE_OPERATIONS.labels(operation, result).inc(),
+        renderer=renderer,
+        operator_key=hmac_key,
     )
     # Built in the operator's start-up handler: its event loop runs the restart timers. A rollout's
     # outcome goes back to the controller (bound below), which records it in the object's status.
@@ -210,6 +216,7 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
             backoff_max=config.backoff_max,
             workers_per_namespace=config.workers_per_namespace or None,
             stall_timeout=config.stall_timeout,
+            expiry_warning=config.expiry_warning,
         ),
         rollouts=rollouts,
         on_deleted=lambda ref: renderer.cancel(render_owner(ref)),

@@ -35,7 +35,7 @@ from managed_secrets.errors import (
     SyncError,
     VersionNotFound,
 )
-from managed_secrets.providers.base import RemoteKey, SecretProvider, ValidatingProvider
+from managed_secrets.providers.base import RemoteKey, SecretProvider, ValidatingProvider, version_of
 from managed_secrets.providers.memory import MemoryStore, encode_value
 from managed_secrets.testing.leaks import assert_absent
 
@@ -183,7 +183,11 @@ class ProviderContract:
         assert pick_property(self.fetch(provider, key, first), key, "generation") == b"one"
         assert pick_property(self.fetch(provider, key, second), key, "generation") == b"two"
         third = remote.put(key, {"generation": "three"})
-        assert pick_property(self.fetch(provider, key), key, "generation") == b"three"
+        latest = self.fetch(provider, key)
+        assert pick_property(latest, key, "generation") == b"three"
+        # The version read is reported (status.sources, the audit trail): the one the store gave the write.
+        assert version_of(latest) == third
+        assert version_of(self.fetch(provider, key, first)) == first
         assert pick_property(self.fetch(provider, key, third), key, "generation") == b"three"
         assert pick_property(self.fetch(provider, key, first), key, "generation") == b"one"
 
