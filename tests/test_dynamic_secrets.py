@@ -14,19 +14,21 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import generate_latest
 
 from conftest import DebugLogCapture
+from dynamic_database import Database, database_engine
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
 from harness.postgres import PostgresServer
 from kube import Kube, allowed_for, wait_for
 from leaks import assert_absent
+from managed_secrets import metrics
 from managed_secrets.api import LEASE_ANNOTATION
 from managed_secrets.core.leases import lease_reference
 
@@ -36,61 +38,10 @@ pytestmark = [pytest.mark.cluster]
 SETTLE = 3.0
 
 
-@dataclass
-class Database:
-    openbao: OpenBao
-    postgres: PostgresServer
-    mount: str
-    table: str
-
-    @property
-    def path(self) -> str:
-        return f"{self.mount}/creds/app"
-
-    def role(self, default_ttl: str, max_ttl: str) -> None:
-        """(Re)define the engine's role ``app``: leases issued from now on get these TTLs."""
-        statements = [
-            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
-            f"INSERT INTO {self.table} (name) VALUES ('{{{{name}}}}');",  # noqa: S608 - our table
-        ]
-        self.openbao.client().write(
-            f"{self.mount}/roles/app",
-            db_name="pg",
-            creation_statements=statements,
-            default_ttl=default_ttl,
-            max_ttl=max_ttl,
-        )
-
-    def issued(self) -> int:
-        """How many users the engine ever created for this test."""
-        return int(self.postgres.query(f"select count(*) from {self.table}"))  # noqa: S608 - our table
-
-    def lease_expiry(self, lease_id: str) -> datetime:
-        answer = self.openbao.client().sys.read_lease(lease_id)
-        return datetime.fromisoformat(answer["data"]["expire_time"])
-
-
 @pytest.fixture
 def database(openbao: OpenBao, postgres: PostgresServer) -> Iterator[Database]:
-    """A database engine of its own (mount per test) connected to the PostgreSQL, with role ``app``."""
-    suffix = secrets.token_hex(4)
-    mount, table = f"db-{suffix}", f"issued_{suffix}"
-    postgres.query(f"create table {table} (name text not null, at timestamptz not null default now())")
-    client = openbao.client()
-    client.sys.enable_secrets_engine("database", path=mount)
-    client.write(
-        f"{mount}/config/pg",
-        plugin_name="postgresql-database-plugin",
-        connection_url=postgres.connection_url,
-        username=postgres.ADMIN,
-        password=postgres.admin_password,
-        allowed_roles="app",
-        verify_connection=True,
-    )
-    db = Database(openbao, postgres, mount, table)
-    db.role("1h", "2h")
-    yield db
-    client.sys.disable_secrets_engine(mount)  # revokes what is left
+    with database_engine(openbao, postgres) as db:
+        yield db
 
 
 def dynamic_spec(db: Database, **dynamic: Any) -> dict[str, Any]:
@@ -144,7 +95,7 @@ def test_credentials_log_in_the_lease_is_renewed_and_a_restart_issues_nothing(
     vault_backend: str,
     debug_log: DebugLogCapture,
 ) -> None:
-    database.role("6s", "1h")
+    database.role("20s", "1h")  # renewed ~13 s after issue: 7 s to spare on a busy machine
     create_deployment(kube, namespace, "web", "db")
     rollout = {"targets": [{"kind": "Deployment", "name": "web"}], "debounce": "1s"}
     kube.create_ms(namespace, "db", {**dynamic_spec(database), "rollout": rollout})
@@ -184,12 +135,18 @@ def test_credentials_log_in_the_lease_is_renewed_and_a_restart_issues_nothing(
     assert credentials(kube, namespace) == (username, password)
     assert replica_sets(kube, namespace, "web") == 1, "nothing rolled"
     assert database.postgres.login(username, password)
+    renewals = metrics.REGISTRY.get_sample_value(
+        "managedsecrets_lease_operations_total", {"operation": "renew", "result": "ok"}
+    )
+    assert renewals is not None
+    assert renewals >= 2, "renewals are counted"
 
-    # Neither the password nor the lease id is in the log, the status or the events.
+    # Neither the password nor the lease id is in the log, the status, the events or the metrics.
     where = {
         "the operator log": debug_log.text(),
         "the status": str(kube.get_ms(namespace, "db")),
         "the events": str(kube.core.list_namespaced_event(namespace).to_dict()),
+        "the metrics": generate_latest(metrics.REGISTRY).decode(),
     }
     for value in (password, lease["id"], lease["id"].rsplit("/", 1)[-1]):
         for place, text in where.items():
@@ -211,7 +168,11 @@ def test_new_credentials_roll_once_and_the_replaced_lease_is_revoked_after_the_g
     )
     assert database.postgres.login(*new)
     assert database.postgres.login(*old), "the old credentials live through the grace period"
-    assert kube.get_ms(namespace, "db")["status"]["lease"]["pendingRevocations"] == 1
+    wait_for(
+        lambda: kube.get_ms(namespace, "db")["status"]["lease"]["pendingRevocations"] == 1,
+        15,
+        what="the old lease pending revocation",
+    )
     wait_for(lambda: old[0] not in database.postgres.roles(), 90, what="the old user revoked")
     wait_for(
         lambda: kube.get_ms(namespace, "db")["status"]["lease"]["pendingRevocations"] == 0,

@@ -25,11 +25,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from dynamic_database import database_engine
 from harness.controlplane import free_port
 from harness.gcp_emulator import GcpSecretManagerEmulator, SecretManagerRemote
 from harness.lowkey import KeyVaultRemote, KeyVaultServer
 from harness.moto_server import MotoServer
 from harness.openbao import OpenBao
+from harness.postgres import PostgresServer
 from kube import Kube
 from managed_secrets.api import GROUP, VERSION
 from managed_secrets.testing.contract import Remote
@@ -546,3 +548,31 @@ def test_exec_with_azure_environment_credentials(keyvault: KeyVaultServer, tmp_p
     )
     assert refused.returncode == 1
     assert ": ManagedSecret default/db: AuthFailed:" in refused.stderr
+
+
+def test_exec_issues_dynamic_credentials_for_the_process_and_revokes_them_after(
+    openbao: OpenBao, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """A dynamic ManagedSecret under exec: the process gets working database credentials, which are
+    revoked when it exits (as deleting the ManagedSecret would), unless revokeOnDelete is false."""
+    with database_engine(openbao, postgres) as db:
+        for revoke in (True, False):
+            spec = {"backendRef": {"name": "vault"}, "dynamic": {"path": db.path, "revokeOnDelete": revoke}}
+            path = vault_app(tmp_path, openbao.addr, spec, folder=f"repo-{revoke}")
+            # The child logs in with what it got, as an application would, and says as whom.
+            login = (
+                f'PGPASSWORD="$password" {postgres.bindir / "psql"} -h 127.0.0.1 -p {postgres.port}'
+                ' -U "$username" -d postgres -w -tAc "select current_user"'
+            )
+            done = run_cli(
+                ["exec", "-f", str(path), "--", "sh", "-c", login], caller_env(openbao, tmp_path), tmp_path
+            )
+            assert done.returncode == 0, done.stderr
+            username = done.stdout.strip()
+            assert username.startswith("v-"), "a user of the engine"
+            assert "password" not in done.stderr
+            if revoke:
+                assert username not in postgres.roles(), "revoked when the process exited"
+            else:
+                assert username in postgres.roles(), "revokeOnDelete false leaves the lease"
+        assert db.issued() == 2

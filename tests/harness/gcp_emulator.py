@@ -13,12 +13,9 @@ in memory: a restart is a reset. What the emulator does not do, so the tests do 
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
-import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -29,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Self
 import grpc
 from google.api_core.exceptions import NotFound
 
-from .controlplane import HarnessError, ServerProcess, free_port, wait_until
-from .lifecycle import ServerHarness
+from .controlplane import HarnessError, ServerProcess, free_port
+from .lifecycle import ProcessHarness
 from .servers import GCP_EMULATOR_SCRIPT, build_server
 
 if TYPE_CHECKING:
@@ -72,7 +69,7 @@ def emulator_binary() -> Path:
     return build_server(GCP_EMULATOR_SCRIPT)
 
 
-class GcpSecretManagerEmulator(ServerHarness):
+class GcpSecretManagerEmulator(ProcessHarness):
     """The emulator on 127.0.0.1:<port> as a subprocess; the port stays the same across restarts.
 
     ``reader`` is a service-account key for the provider (the emulator does not check it, but the
@@ -103,20 +100,7 @@ class GcpSecretManagerEmulator(ServerHarness):
         server = ServerProcess(
             "gcp-secret-manager-emulator", [self.binary, "--port", str(self.port)], self.log_path, env=env
         )
-        self._server = server
-        atexit.register(self.stop)
-        server.start()
-        try:
-            wait_until(
-                self._ready,
-                timeout=self.start_timeout,
-                what=f"emulator at {self.endpoint}",
-                alive=server.exit_problem,
-            )
-        except BaseException:
-            print(f"emulator failed to start:\n{server.tail()}", file=sys.stderr)
-            self.stop()
-            raise
+        self._launch(server, self._ready, what=f"emulator at {self.endpoint}", timeout=self.start_timeout)
         return self
 
     def _ready(self) -> bool:
@@ -127,18 +111,6 @@ class GcpSecretManagerEmulator(ServerHarness):
             except grpc.FutureTimeoutError:
                 return False
             return True
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        atexit.unregister(self.stop)
-        self._server.stop()
-        self._server = None
-
-    def close(self) -> None:
-        self.stop()
-        if os.environ.get("MANAGED_SECRETS_KEEP_TESTDIR", "") in ("", "0"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     @contextlib.contextmanager
     def client(self) -> Iterator[Any]:

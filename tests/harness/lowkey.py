@@ -22,15 +22,12 @@ and ``/{tenant}/oauth2/v2.0/token`` (client_credentials with a client secret or 
 
 from __future__ import annotations
 
-import atexit
 import datetime as dt
 import ipaddress
 import json
 import os
 import secrets
-import shutil
 import ssl
-import sys
 import tempfile
 import threading
 import time
@@ -44,8 +41,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import parse_qs
 
-from .controlplane import HarnessError, ServerProcess, free_ports, wait_until
-from .lifecycle import ServerHarness
+from .controlplane import HarnessError, ServerProcess, free_ports
+from .lifecycle import ProcessHarness
 from .servers import LOWKEY_VAULT_SCRIPT, build_server
 
 if TYPE_CHECKING:
@@ -259,7 +256,7 @@ class StaticTokenCredential:
         pass
 
 
-class KeyVaultServer(ServerHarness):
+class KeyVaultServer(ProcessHarness):
     """lowkey-vault as a subprocess on 127.0.0.1; the ports stay the same across restarts.
 
     Credentials: ``static_token`` (any token works), the service principal ``principal`` (client secret,
@@ -311,21 +308,9 @@ class KeyVaultServer(ServerHarness):
             f"--app.token.port={self.token_port}",
         ]
         server = ServerProcess("lowkey-vault", argv, self.log_path)
-        self._server = server
-        atexit.register(self.stop)
-        server.start()
-        try:
-            wait_until(
-                self._ready,
-                timeout=self.start_timeout,
-                interval=0.5,
-                what=f"lowkey-vault at {self.url}",
-                alive=server.exit_problem,
-            )
-        except BaseException:
-            print(f"lowkey-vault failed to start:\n{server.tail()}", file=sys.stderr)
-            self.stop()
-            raise
+        self._launch(
+            server, self._ready, what=f"lowkey-vault at {self.url}", timeout=self.start_timeout, interval=0.5
+        )
         return self
 
     def _ready(self) -> bool:
@@ -337,18 +322,9 @@ class KeyVaultServer(ServerHarness):
         except (urllib.error.URLError, OSError):
             return False
 
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        atexit.unregister(self.stop)
-        self._server.stop()
-        self._server = None
-
     def close(self) -> None:
-        self.stop()
         self.authority_server.close()
-        if os.environ.get("MANAGED_SECRETS_KEEP_TESTDIR", "") in ("", "0"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        super().close()
 
     def client(self) -> Any:
         """An admin SecretClient for this vault (a static token; lowkey-vault checks none)."""

@@ -13,12 +13,9 @@ restart.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
-import shutil
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -30,8 +27,8 @@ from typing import Any, Self
 import boto3
 from botocore.config import Config
 
-from .controlplane import HarnessError, ServerProcess, find_executable, free_port, log_tail, wait_until
-from .lifecycle import ServerHarness
+from .controlplane import HarnessError, ServerProcess, find_executable, free_port, log_tail
+from .lifecycle import ProcessHarness
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account
@@ -56,7 +53,7 @@ class AccessKeys:
     secret_access_key: str
 
 
-class MotoServer(ServerHarness):
+class MotoServer(ProcessHarness):
     """``moto_server`` on 127.0.0.1:<port>; the port stays the same across stop()/start()."""
 
     def __init__(self, *, port: int | None = None, start_timeout: float = 60.0) -> None:
@@ -81,34 +78,14 @@ class MotoServer(ServerHarness):
         server = ServerProcess(
             "moto", [self.moto_path, "-H", "127.0.0.1", "-p", str(self.port)], self.log_path, env=env
         )
-        self._server = server
-        atexit.register(self.stop)
-        server.start()
-        try:
-            wait_until(
-                self._healthy,
-                timeout=self.start_timeout,
-                what=f"moto at {self.endpoint}",
-                alive=server.exit_problem,
-            )
-            self._bootstrap()
-        except BaseException:
-            print(f"moto failed to start:\n{server.tail()}", file=sys.stderr)
-            self.stop()
-            raise
+        self._launch(
+            server,
+            self._healthy,
+            what=f"moto at {self.endpoint}",
+            timeout=self.start_timeout,
+            then=self._bootstrap,
+        )
         return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        atexit.unregister(self.stop)
-        self._server.stop()
-        self._server = None
-
-    def close(self) -> None:
-        self.stop()
-        if os.environ.get("MANAGED_SECRETS_KEEP_TESTDIR", "") in ("", "0"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)

@@ -9,10 +9,7 @@ run again after each ``start()``, so mounts, policies, roles and credentials com
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -23,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 import hvac
 
-from .controlplane import HarnessError, ServerProcess, find_executable, free_port, log_tail, wait_until
-from .lifecycle import ServerHarness
+from .controlplane import HarnessError, ServerProcess, find_executable, free_port, log_tail
+from .lifecycle import ProcessHarness
 
 if TYPE_CHECKING:
     from .controlplane import ControlPlane
@@ -32,7 +29,7 @@ if TYPE_CHECKING:
 SetupCallback = Callable[[hvac.Client], None]
 
 
-class OpenBao(ServerHarness):
+class OpenBao(ProcessHarness):
     """``bao server -dev`` on 127.0.0.1:<port>; the port stays the same across stop()/start()."""
 
     def __init__(
@@ -78,42 +75,23 @@ class OpenBao(ServerHarness):
             self.log_path,
             env=env,
         )
-        self._server = server
-        atexit.register(self.stop)
-        server.start()
-        try:
-            wait_until(
-                self._healthy,
-                timeout=self.start_timeout,
-                what=f"OpenBao at {self.addr}",
-                alive=server.exit_problem,
-            )
-            client = self.client()
-            for callback in self._setup:
-                callback(client)
-        except BaseException:
-            print(f"OpenBao failed to start:\n{server.tail()}", file=sys.stderr)
-            self.stop()
-            raise
+        self._launch(
+            server,
+            self._healthy,
+            what=f"OpenBao at {self.addr}",
+            timeout=self.start_timeout,
+            then=self._run_setup,
+        )
         return self
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, SIGKILL after a few seconds). start() brings it back on the same port."""
-        if self._server is None:
-            return
-        atexit.unregister(self.stop)
-        self._server.stop()
-        self._server = None
 
     def restart(self) -> None:
         self.stop()
         self.start()
 
-    def close(self) -> None:
-        """stop() and remove the temp folder (unless MANAGED_SECRETS_KEEP_TESTDIR is set)."""
-        self.stop()
-        if os.environ.get("MANAGED_SECRETS_KEEP_TESTDIR", "") in ("", "0"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+    def _run_setup(self) -> None:
+        client = self.client()
+        for callback in self._setup:
+            callback(client)
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)

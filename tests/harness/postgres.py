@@ -7,19 +7,17 @@ PostgreSQL refuses to run as root; as root the server runs as the ``postgres`` u
 
 from __future__ import annotations
 
-import atexit
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Self
 
-from .controlplane import HarnessError, ServerProcess, free_port, wait_until
-from .lifecycle import ServerHarness
+from .controlplane import HarnessError, ServerProcess, free_port
+from .lifecycle import ProcessHarness
 from .servers import ServerUnavailable
 
 
@@ -33,7 +31,7 @@ def _bindir() -> Path:
     return Path(candidates[-1]).parent
 
 
-class PostgresServer(ServerHarness):
+class PostgresServer(ProcessHarness):
     ADMIN = "admin"
 
     def __init__(self, *, start_timeout: float = 60.0) -> None:
@@ -105,20 +103,7 @@ class PostgresServer(ServerHarness):
             ),
             self.workdir / "postgres.log",
         )
-        self._server = server
-        atexit.register(self.stop)
-        server.start()
-        try:
-            wait_until(
-                self._ready,
-                timeout=self.start_timeout,
-                what=f"PostgreSQL on port {self.port}",
-                alive=server.exit_problem,
-            )
-        except BaseException:
-            print(f"PostgreSQL failed to start:\n{server.tail()}", file=sys.stderr)
-            self.stop()
-            raise
+        self._launch(server, self._ready, what=f"PostgreSQL on port {self.port}", timeout=self.start_timeout)
         return self
 
     def _ready(self) -> bool:
@@ -126,18 +111,6 @@ class PostgresServer(ServerHarness):
             [self.bindir / "pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-q"], check=False
         )
         return done.returncode == 0
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        atexit.unregister(self.stop)
-        self._server.stop()
-        self._server = None
-
-    def close(self) -> None:
-        self.stop()
-        if os.environ.get("MANAGED_SECRETS_KEEP_TESTDIR", "") in ("", "0"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property
     def connection_url(self) -> str:

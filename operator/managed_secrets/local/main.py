@@ -10,18 +10,8 @@ from managed_secrets.errors import SyncError
 from managed_secrets.local.execute import run
 from managed_secrets.local.output import CiSystem, Format, detect_ci, github_masks, render_text, split
 from managed_secrets.local.overrides import OverridesError, load_overrides
-from managed_secrets.local.resolve import Resolution, resolve
+from managed_secrets.local.resolve import Resolution, Resolver, resolver
 from managed_secrets.logsafety import configure_logging
-
-
-def _resolve(args: argparse.Namespace) -> Resolution:
-    return resolve(
-        args.filename,
-        namespace=args.namespace,
-        only=args.only,
-        overrides=load_overrides(args.overrides),
-        allowed_endpoints=args.allowed_store_endpoint,
-    )
 
 
 def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -38,21 +28,37 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     ):
         parser.error("--reveal in CI would print the values into the job log: write them with --output FILE")
     try:
-        resolution = _resolve(args)
+        overrides = load_overrides(args.overrides)
+        with resolver(overrides, allowed_endpoints=args.allowed_store_endpoint) as local:
+            resolution = local.resolve(args.filename, namespace=args.namespace, only=args.only)
+            if args.command == "exec":
+                return _exec(command, resolution, local)
+            return _render(args, resolution) if _reported(resolution) else 1
     except (OverridesError, ValueError) as error:
         print(f"managed-secrets {args.command}: {error}", file=sys.stderr)
         return 2
-    if not resolution.ok:
-        for line in resolution.errors():
-            print(line, file=sys.stderr)
-        return 1
-    try:
-        if args.command == "exec":
-            return run(command, split(resolution.secrets))
-        return _render(args, resolution)
     except SyncError as error:
         print(f"managed-secrets {args.command}: {error.reason}: {error.message}", file=sys.stderr)
         return 1
+
+
+def _reported(resolution: Resolution) -> bool:
+    """True when everything resolved; else its errors are printed."""
+    for line in resolution.errors():
+        print(line, file=sys.stderr)
+    return resolution.ok
+
+
+def _exec(command: list[str], resolution: Resolution, local: Resolver) -> int:
+    """Run the command with the values; then revoke the leases issued for it, which outlive it otherwise
+    (render leaves them: its output is meant to be used after it exits)."""
+    try:
+        if not _reported(resolution):
+            return 1
+        return run(command, split(resolution.secrets))
+    finally:
+        for problem in local.revoke_leases():
+            print(f"managed-secrets exec: {problem}", file=sys.stderr)
 
 
 def _render(args: argparse.Namespace, resolution: Resolution) -> int:

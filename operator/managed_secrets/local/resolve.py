@@ -210,15 +210,17 @@ def resolver(
     *,
     allowed_endpoints: Sequence[str] = (),
     provider_options: Mapping[str, Any] | None = None,
-) -> Iterator[_Resolver]:
+) -> Iterator[Resolver]:
     pool = RenderPool(DEFAULT_LIMITS, processes=1)
+    opened = Resolver(overrides, allowed_endpoints, provider_options or {}, pool)
     try:
-        yield _Resolver(overrides, allowed_endpoints, provider_options or {}, pool)
+        yield opened
     finally:
+        opened.close()
         pool.close()
 
 
-class _Resolver:
+class Resolver:
     def __init__(
         self,
         overrides: Overrides,
@@ -234,6 +236,29 @@ class _Resolver:
             raise ValueError(f"allowed endpoint: {error}") from None
         self._provider_options = provider_options
         self._renderer = renderer
+        #: Each resolve()'s reconciler and providers, kept open for revoke_leases(); closed by close().
+        self._runs: list[tuple[Reconciler, ProviderPool, list[ManagedSecret]]] = []
+
+    def revoke_leases(self) -> list[str]:
+        """Revoke the leases of the dynamic ManagedSecrets resolved (``revokeOnDelete``), as deleting them
+        in the cluster would: for exec, the credentials live as long as the process. Returns problems."""
+        problems: list[str] = []
+        for reconciler, _providers, resolved in self._runs:
+            for ms in resolved:
+                if ms.spec.dynamic is None or not ms.spec.dynamic.revoke_on_delete:
+                    continue
+                try:
+                    reconciler.cleanup(ms)
+                except SyncError as error:
+                    problems.append(
+                        f"ManagedSecret {ms.ref}: lease not revoked: {error.reason}: {error.message}"
+                    )
+        return problems
+
+    def close(self) -> None:
+        for _reconciler, providers, _resolved in self._runs:
+            providers.close()
+        self._runs.clear()
 
     def resolve(
         self,
@@ -289,11 +314,9 @@ class _Resolver:
             backend_options=local.options,
         )
         reconciler = Reconciler(cluster, providers, ReadCache(), renderer=self._renderer)
-        try:
-            for document, ms in chosen:
-                self._resolve_one(reconciler, cluster, document, ms, result)
-        finally:
-            providers.close()
+        self._runs.append((reconciler, providers, [ms for _, ms in chosen]))
+        for document, ms in chosen:
+            self._resolve_one(reconciler, cluster, document, ms, result)
         return result
 
     @staticmethod

@@ -215,6 +215,12 @@ def plan(manifests: Manifests, fixtures: Mapping[str, Mapping[str, Any]]) -> San
             )
             continue
         backend = result.backends[backend_id]
+        if ms.spec.dynamic is not None:
+            result.notes.append(
+                f"{document.where}: ManagedSecret {ms.ref}: dynamic credentials need their engine (a database,"
+                " ...); the sandbox fakes none: left out"
+            )
+            continue
         certificate = ms.spec.certificate
         if certificate is not None:  # a certificate resource reads no data
             if backend.provider == "vault":
