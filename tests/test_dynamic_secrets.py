@@ -29,7 +29,7 @@ from harness.postgres import PostgresServer
 from kube import Kube, allowed_for, wait_for
 from leaks import assert_absent
 from managed_secrets import metrics
-from managed_secrets.api import LEASE_ANNOTATION
+from managed_secrets.api import LEASE_ANNOTATION, LEASE_PROOF_ANNOTATION
 from managed_secrets.core.leases import lease_reference
 
 pytestmark = [pytest.mark.cluster]
@@ -286,3 +286,52 @@ def test_a_tenant_cannot_write_through_a_cluster_backend_or_reach_the_stores_con
         assert "secrets engine's path" in str(refused.value.body)
     finally:
         kube.delete_cluster_backend(name)
+
+
+def test_a_forged_lease_annotation_never_makes_the_operator_act_on_another_lease(
+    operator: OperatorRunner,
+    database: Database,
+    openbao: OpenBao,
+    kube: Kube,
+    namespace: str,
+    vault_backend: str,
+) -> None:
+    """A tenant who may edit the Secrets of its namespace writes another namespace's lease id into its
+    own Secret's lease annotation, then asks for new credentials and deletes its ManagedSecret: the
+    operator would revoke that lease with the backend's token (on a shared backend, someone else's
+    credentials). The annotation carries an HMAC bound to the Secret; a forged one is ignored."""
+    victim_ns = f"victim-{secrets.token_hex(3)}"
+    kube.core.create_namespace({"metadata": {"name": victim_ns}})
+    try:
+        kube.create_vault_token_backend(victim_ns, openbao.addr, openbao.root_token)
+        kube.create_ms(victim_ns, "db", dynamic_spec(database, revokeGracePeriod="1s"))
+        kube.wait_ready(victim_ns, "db", timeout=60)
+        victim = credentials(kube, victim_ns)
+        victim_annotations = kube.existing_secret(victim_ns, "db").metadata.annotations or {}
+
+        kube.create_ms(namespace, "db", dynamic_spec(database, revokeGracePeriod="1s"))
+        kube.wait_ready(namespace, "db", timeout=60)
+        forged = json.loads(victim_annotations[LEASE_ANNOTATION])
+        # The victim's annotation, its proof included, copied as it is.
+        kube.core.patch_namespaced_secret(
+            "db",
+            namespace,
+            {
+                "metadata": {
+                    "annotations": {
+                        k: victim_annotations[k] for k in (LEASE_ANNOTATION, LEASE_PROOF_ANNOTATION)
+                    }
+                }
+            },
+        )
+        kube.force_sync(namespace, "db")
+        wait_for(
+            lambda: lease_of(kube, namespace)["id"] != forged["id"], 60, what="new credentials of its own"
+        )
+        kube.delete_ms(namespace, "db")
+        wait_for(lambda: kube.secret(namespace, "db") is None, 60, what="the attacker's Secret gone")
+        time.sleep(SETTLE)
+        assert database.postgres.login(*victim), "the victim's lease was neither renewed away nor revoked"
+        assert credentials(kube, victim_ns) == victim
+    finally:
+        kube.core.delete_namespace(victim_ns)

@@ -38,6 +38,9 @@ MERGE_PROOF_ANNOTATION: Final = f"{GROUP}/merged-by-proof"
 CERTIFICATE_REQUEST_ANNOTATION: Final = f"{GROUP}/certificate-request"
 #: On a dynamic Secret: its lease (id, schedule, replaced leases still to revoke), JSON; see core/leases.
 LEASE_ANNOTATION: Final = f"{GROUP}/lease"
+#: An HMAC of that annotation by the operator's key, bound to the Secret: a lease annotation written by
+#: anyone else (another lease's id, to have the operator renew or revoke it) is ignored.
+LEASE_PROOF_ANNOTATION: Final = f"{GROUP}/lease-proof"
 #: The Secret type of an issued certificate.
 TLS_SECRET_TYPE: Final = "kubernetes.io/tls"  # noqa: S105 - a Secret type, not a password
 

@@ -64,6 +64,11 @@ def owner_proof(key: bytes, namespace: str, secret_name: str, uid: str) -> str:
     return f"{PROOF_VERSION}:{uid}:{_mac(key, b'owner', namespace, secret_name, uid)}"
 
 
+def lease_state_proof(key: bytes, namespace: str, secret_name: str, uid: str, state: str) -> str:
+    """Proves a Secret's lease annotation is the operator's own, written for this Secret and resource."""
+    return _mac(key, b"lease-state", namespace, secret_name, uid, state)[:32]
+
+
 def lease_data_proof(key: bytes, lease_id: str, data: Mapping[str, bytes]) -> str:
     """Binds a dynamic Secret's data to its lease: data changed by hand is replaced by new credentials."""
     digests = [f"{name}={hashlib.sha256(data[name]).hexdigest()}" for name in sorted(data)]

@@ -21,6 +21,7 @@ from managed_secrets.api import (
     API_VERSION,
     CERTIFICATE_REQUEST_ANNOTATION,
     LEASE_ANNOTATION,
+    LEASE_PROOF_ANNOTATION,
     MANAGED_LABEL,
     MERGE_PROOF_ANNOTATION,
     MERGED_BY_ANNOTATION,
@@ -44,6 +45,7 @@ from managed_secrets.core.ownership import (
     MERGED_LABEL_VALUE,
     MergeClaim,
     lease_data_proof,
+    lease_state_proof,
     legacy_owned,
     merge_claim,
     merge_proof,
@@ -342,7 +344,7 @@ class Reconciler:
         if existing is not None:
             if not proves_owner(self._key(), existing, ms.ref.uid) and not legacy_owned(existing, ms):
                 raise errors.TargetExists(not_owned_message(existing, ms))  # before issuing anything
-            state = leases.LeaseState.from_annotation(existing.annotations.get(LEASE_ANNOTATION))
+            state = self._lease_state(ms, existing)
         now = self._clock()
         intact = (
             state is not None
@@ -382,7 +384,7 @@ class Reconciler:
         renewed = action is leases.LeaseAction.RENEW
         before = state.pending
         state, failed = self._revoke_due(ms, provider, state, now)
-        result = self._update_owned(ms, existing, existing.data, {LEASE_ANNOTATION: state.to_annotation()})
+        result = self._update_owned(ms, existing, existing.data, self._lease_annotations(ms, state))
         if failed is not None:
             raise failed  # the Secret is good and its lease recorded; the replaced one is retried
         revoked = tuple(leases.lease_reference(p.lease_id) for p in before if p not in state.pending)
@@ -432,7 +434,7 @@ class Reconciler:
             issued.renewable,
             request.path,
         )
-        annotations = {LEASE_ANNOTATION: state.to_annotation()}
+        annotations = self._lease_annotations(ms, state)
         try:
             if existing is None:
                 result = self._write(
@@ -451,6 +453,27 @@ class Reconciler:
             sources=(SourceVersion(request.path, state.reference),),
             cause=ChangeCause.REISSUE if previous is not None else ChangeCause.ISSUE,
         )
+
+    def _lease_annotations(self, ms: ManagedSecret, state: leases.LeaseState) -> dict[str, str]:
+        text = state.to_annotation()
+        proof = lease_state_proof(self._key(), ms.ref.namespace, ms.target_name, ms.ref.uid, text)
+        return {LEASE_ANNOTATION: text, LEASE_PROOF_ANNOTATION: proof}
+
+    def _lease_state(self, ms: ManagedSecret, existing: SecretObject) -> leases.LeaseState | None:
+        """The lease the Secret's annotation records, if the operator wrote it for this Secret and
+        resource; otherwise None (new credentials, and nothing of it renewed or revoked)."""
+        text = existing.annotations.get(LEASE_ANNOTATION)
+        if not text:
+            return None
+        wanted = lease_state_proof(self._key(), ms.ref.namespace, existing.name, ms.ref.uid, text)
+        if not hmac.compare_digest(existing.annotations.get(LEASE_PROOF_ANNOTATION, ""), wanted):
+            log.warning(
+                "%s: the lease annotation of Secret %s was not written by the operator for it; ignored",
+                ms.ref,
+                existing.name,
+            )
+            return None
+        return leases.LeaseState.from_annotation(text)
 
     @staticmethod
     def _revoke_quietly(ms: ManagedSecret, provider: LeaseIssuer, lease_id: str) -> None:
@@ -905,7 +928,7 @@ class Reconciler:
             proves_owner(self._key(), existing, ms.ref.uid) or legacy_owned(existing, ms)
         ):
             return
-        state = leases.LeaseState.from_annotation(existing.annotations.get(LEASE_ANNOTATION))
+        state = self._lease_state(ms, existing)
         if state is None:
             return
         try:

@@ -491,9 +491,8 @@ class Controller:
         else:
             interval = ms.spec.refresh_interval.total_seconds()
             delay = self._jittered(interval) if interval > 0 else None
-        if (
-            result.renew_at is not None
-        ):  # a certificate or lease: the run that renews is due then at the latest
+        # A certificate or lease: the run that renews it is due then at the latest.
+        if result.renew_at is not None:
             until = max(result.renew_at - time.time(), MIN_RENEWAL_DELAY)
             delay = until if delay is None else min(delay, until)
         return delay
