@@ -32,6 +32,7 @@ class Reason(StrEnum):
     CREDENTIAL_NOT_ALLOWED = "CredentialNotAllowed"
     ISSUE_FAILED = "IssueFailed"
     LEASE_RENEWAL_FAILED = "LeaseRenewalFailed"
+    DECODING_FAILED = "DecodingFailed"
     REVOCATION_FAILED = "RevocationFailed"
 
 
@@ -170,3 +171,10 @@ class RevocationFailed(SyncError):
         super().__init__(message)
         #: Why: BackendUnavailable may pass; AuthFailed and the like need someone to act.
         self.cause = cause
+
+
+class DecodingFailed(SyncError):
+    """A value is not what its decodingStrategy says (not valid base64): the store's content or the spec
+    must change."""
+
+    reason = Reason.DECODING_FAILED

@@ -59,7 +59,7 @@ from managed_secrets.core.ports import Cluster, OperatorKey, OwnerReference, Sec
 from managed_secrets.core.reads import ReadCache
 from managed_secrets.core.render import InProcessRenderer, Renderer
 from managed_secrets.core.secret_rules import check_secret
-from managed_secrets.core.values import extract_fields, pick_property
+from managed_secrets.core.values import decode, extract_fields, pick_property
 from managed_secrets.models.backend import Backend, NamespaceCondition
 from managed_secrets.models.managedsecret import (
     BackendKind,
@@ -604,14 +604,18 @@ class Reconciler:
     def _build_data(self, ms: ManagedSecret, values: Mapping[RemoteKey, bytes]) -> dict[str, bytes]:
         data: dict[str, bytes] = {}
         for item in ms.spec.data_from:  # explicit `data` entries below win over extracted fields
-            ref = RemoteKey(item.extract.key, item.extract.version)
-            data.update(extract_fields(values[ref], item.extract.key))
+            extract = item.extract
+            fields = extract_fields(values[RemoteKey(extract.key, extract.version)], extract.key)
+            data.update(
+                (name, decode(value, extract.decoding_strategy, f"key {extract.key}: field {name!r}"))
+                for name, value in fields.items()
+            )
         for entry in ms.spec.data:
             remote = entry.remote_ref
             raw = values[RemoteKey(remote.key, remote.version)]
-            data[entry.secret_key] = (
-                bytes(raw) if remote.property is None else pick_property(raw, remote.key, remote.property)
-            )
+            value = bytes(raw) if remote.property is None else pick_property(raw, remote.key, remote.property)
+            where = f"key {remote.key}" + (f": property {remote.property!r}" if remote.property else "")
+            data[entry.secret_key] = decode(value, remote.decoding_strategy, where)
         return self._rendered(ms, data)
 
     def _rendered(self, ms: ManagedSecret, data: dict[str, bytes]) -> dict[str, bytes]:

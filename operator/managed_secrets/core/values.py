@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
 from typing import Any
 
-from managed_secrets.errors import PropertyNotFound
+from managed_secrets.errors import DecodingFailed, PropertyNotFound
+from managed_secrets.models.managedsecret import DecodingStrategy
 
 
 def _to_bytes(value: Any) -> bytes:
@@ -43,3 +46,33 @@ def pick_property(raw: bytes, key: str, prop: str) -> bytes:
 def extract_fields(raw: bytes, key: str) -> dict[str, bytes]:
     """Every top-level field of a JSON object value; non-string fields are kept as JSON."""
     return {name: _to_bytes(value) for name, value in _as_object(raw, key, "fields to extract").items()}
+
+
+def _b64(raw: bytes, alphabet: DecodingStrategy) -> bytes:
+    """Strict: the whole value in that alphabet (whitespace around it ignored), padding optional."""
+    text = raw.strip()
+    text += b"=" * (-len(text) % 4)
+    if alphabet is DecodingStrategy.BASE64URL:
+        if b"+" in text or b"/" in text:
+            raise binascii.Error("not the URL-safe alphabet")
+        return base64.urlsafe_b64decode(text)
+    return base64.b64decode(text, validate=True)
+
+
+def decode(raw: bytes, strategy: DecodingStrategy, where: str) -> bytes:
+    """``raw`` decoded as ``strategy`` says; ``where`` names the key and property in errors (never the value)."""
+    if strategy is DecodingStrategy.NONE:
+        return raw
+    if strategy is DecodingStrategy.AUTO:
+        for alphabet in (DecodingStrategy.BASE64, DecodingStrategy.BASE64URL):
+            try:
+                return _b64(raw, alphabet)
+            except (binascii.Error, ValueError):
+                continue
+        return raw
+    try:
+        return _b64(raw, strategy)
+    except (binascii.Error, ValueError):
+        raise DecodingFailed(
+            f"{where}: not valid {strategy.value} (decodingStrategy {strategy.value})"
+        ) from None

@@ -16,6 +16,7 @@ both in a private directory removed when the sandbox stops) and runs until SIGIN
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -44,7 +45,7 @@ import yaml
 from managed_secrets.local.overrides import BackendOverride, Overrides, VaultTokenSource
 from managed_secrets.local.resolve import SANDBOX_VALUE_FIELD, Manifests, load
 from managed_secrets.models.backend import Backend
-from managed_secrets.models.managedsecret import BackendKind, ManagedSecret
+from managed_secrets.models.managedsecret import BackendKind, DecodingStrategy, ManagedSecret
 from managed_secrets.models.parse import parse_backend, parse_managed_secret
 
 START_TIMEOUT = 30.0
@@ -185,8 +186,15 @@ class _Wants:
     vault: bool
     fixtures: Mapping[str, Any]
 
-    def add(self, key: str, fields: Mapping[str, str], version: str | None) -> None:
-        """``fields``: field name -> the name its shape is guessed from."""
+    def add(
+        self,
+        key: str,
+        fields: Mapping[str, str],
+        version: str | None,
+        decoding: DecodingStrategy = DecodingStrategy.NONE,
+    ) -> None:
+        """``fields``: field name -> the name its shape is guessed from. A generated value is stored in
+        the form ``decoding`` reads (base64 for Base64 and Base64URL); a fixture's as it is."""
         slot = self.sandbox.values.setdefault((self.backend_id, key), {})
         fixture = self.fixtures.get(key)
         for name, hint in fields.items():
@@ -194,11 +202,19 @@ class _Wants:
                 slot[name] = str(fixture[name])
             elif isinstance(fixture, str) and name == SANDBOX_VALUE_FIELD:
                 slot[name] = fixture
-            else:
-                slot.setdefault(name, fake_value(hint, key))
+            elif name not in slot:
+                slot[name] = _stored_form(fake_value(hint, key), decoding)
         if self.vault and version is not None and version.isdigit():
             slot_id = (self.backend_id, key)
             self.sandbox.versions[slot_id] = max(self.sandbox.versions.get(slot_id, 1), int(version))
+
+
+def _stored_form(value: str, decoding: DecodingStrategy) -> str:
+    if decoding is DecodingStrategy.BASE64:
+        return base64.b64encode(value.encode()).decode()
+    if decoding is DecodingStrategy.BASE64URL:
+        return base64.urlsafe_b64encode(value.encode()).decode()
+    return value
 
 
 def plan(manifests: Manifests, fixtures: Mapping[str, Mapping[str, Any]]) -> SandboxPlan:
@@ -234,7 +250,12 @@ def plan(manifests: Manifests, fixtures: Mapping[str, Mapping[str, Any]]) -> San
         for entry in ms.spec.data:
             remote = entry.remote_ref
             name = remote.property or (entry.secret_key if wants.vault else SANDBOX_VALUE_FIELD)
-            wants.add(remote.key, {name: remote.property or entry.secret_key}, remote.version)
+            wants.add(
+                remote.key,
+                {name: remote.property or entry.secret_key},
+                remote.version,
+                remote.decoding_strategy,
+            )
         for item in ms.spec.data_from:
             fixture = wants.fixtures.get(item.extract.key)
             fields = sorted(fixture) if isinstance(fixture, Mapping) else sorted(_template_variables(ms))
@@ -244,7 +265,12 @@ def plan(manifests: Manifests, fixtures: Mapping[str, Mapping[str, Any]]) -> San
                     f"{document.where}: ManagedSecret {ms.ref}: extract {item.extract.key}: no template and no"
                     " fixture say which fields it has; one field 'value' is written (add it to --fixtures)"
                 )
-            wants.add(item.extract.key, {name: name for name in fields}, item.extract.version)
+            wants.add(
+                item.extract.key,
+                {name: name for name in fields},
+                item.extract.version,
+                item.extract.decoding_strategy,
+            )
     return result
 
 

@@ -143,6 +143,20 @@ class BackendRef(CamelModel):
     )
 
 
+class DecodingStrategy(StrEnum):
+    NONE = "None"
+    BASE64 = "Base64"
+    BASE64URL = "Base64URL"
+    AUTO = "Auto"
+
+
+_DECODING_DOC = (
+    "How the value is stored: None (default: as it is), Base64 or Base64URL (decoded; a value that is not"
+    " valid base64 is DecodingFailed), Auto (decoded when it is valid base64 of either alphabet, else kept"
+    " as it is; text that happens to be valid base64 is decoded too, so prefer the explicit ones)."
+)
+
+
 class RemoteRef(CamelModel):
     key: str = Field(
         min_length=1,
@@ -166,6 +180,10 @@ class RemoteRef(CamelModel):
         " Manager staging label (AWSCURRENT, AWSPREVIOUS, ...) or version ID, Parameter Store version number"
         " or label; GCP version number; Azure version ID. Unset: the latest version.",
     )
+    decoding_strategy: DecodingStrategy = Field(
+        default=DecodingStrategy.NONE,
+        description=_DECODING_DOC + " Applied after property.",
+    )
 
 
 class DataItem(CamelModel):
@@ -186,6 +204,9 @@ class ExtractRef(CamelModel):
         min_length=1,
         max_length=256,
         description="Version to read, in the provider's terms. Unset: the latest version.",
+    )
+    decoding_strategy: DecodingStrategy = Field(
+        default=DecodingStrategy.NONE, description=_DECODING_DOC + " Applied to each extracted field."
     )
 
 
