@@ -171,6 +171,33 @@ class Kube:
             },
         )
 
+    def create_cluster_vault_token_backend(
+        self,
+        name: str,
+        token_namespace: str,
+        server: str,
+        token: str,
+        conditions: list[dict[str, Any]],
+        secret: str = "bao-token",  # noqa: S107 - the name of a Secret
+    ) -> None:
+        """A ClusterSecretBackend ``name`` on Vault with a token from Secret ``secret`` in
+        ``token_namespace`` (opted in for it), admitting what ``conditions`` say."""
+        self.create_secret(
+            token_namespace, secret, {"token": token}, annotations=allowed_for(f"ClusterSecretBackend/{name}")
+        )
+        self.create_cluster_backend(
+            name,
+            {
+                "vault": {
+                    "server": server,
+                    "auth": {
+                        "token": {"secretRef": {"name": secret, "key": "token", "namespace": token_namespace}}
+                    },
+                },
+                "conditions": conditions,
+            },
+        )
+
     def create_service_account(
         self, namespace: str, name: str, annotations: Mapping[str, str] | None = None
     ) -> None:

@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 from conftest import DebugLogCapture
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
-from kube import Kube, allowed_for, wait_for
+from kube import Kube, wait_for
 from leaks import assert_absent
 from managed_secrets.api import CERTIFICATE_REQUEST_ANNOTATION, TLS_SECRET_TYPE
 
@@ -241,23 +241,12 @@ def test_a_tenant_issues_only_from_the_roles_a_cluster_backend_allows(
         namespace, {"allowed_domains": DOMAIN, "allow_subdomains": True, "max_ttl": "1h"}, mount_point=pki
     )
     name = f"pki-{namespace}"[:63]
-    kube.create_secret(
-        namespace,
-        "bao-token",
-        {"token": openbao.root_token},
-        annotations=allowed_for(f"ClusterSecretBackend/{name}"),
-    )
-    kube.create_cluster_backend(
+    kube.create_cluster_vault_token_backend(
         name,
-        {
-            "vault": {
-                "server": openbao.addr,
-                "auth": {
-                    "token": {"secretRef": {"name": "bao-token", "key": "token", "namespace": namespace}}
-                },
-            },
-            "conditions": [{"namespaces": [namespace], "remoteKeys": [f"{pki}/issue/{{namespace}}"]}],
-        },
+        namespace,
+        openbao.addr,
+        openbao.root_token,
+        [{"namespaces": [namespace], "remoteKeys": [f"{pki}/issue/{{namespace}}"]}],
     )
     try:
         backend = {"kind": "ClusterSecretBackend", "name": name}

@@ -26,7 +26,7 @@ from dynamic_database import Database, database_engine
 from harness.openbao import OpenBao
 from harness.operator import OperatorRunner
 from harness.postgres import PostgresServer
-from kube import Kube, allowed_for, wait_for
+from kube import Kube, wait_for
 from leaks import assert_absent
 from managed_secrets import metrics
 from managed_secrets.api import LEASE_ANNOTATION, LEASE_PROOF_ANNOTATION
@@ -244,23 +244,9 @@ def test_a_tenant_cannot_write_through_a_cluster_backend_or_reach_the_stores_con
     value or mint a token with it. POST needs the backend owner's remoteKeys pattern; sys/, auth/,
     identity/ and cubbyhole/ are refused by the API server."""
     name = f"shared-{namespace}"[:63]
-    kube.create_secret(
-        namespace,
-        "bao-token",
-        {"token": openbao.root_token},
-        annotations=allowed_for(f"ClusterSecretBackend/{name}"),
-    )
-    kube.create_cluster_backend(
-        name,
-        {
-            "vault": {
-                "server": openbao.addr,
-                "auth": {
-                    "token": {"secretRef": {"name": "bao-token", "key": "token", "namespace": namespace}}
-                },
-            },
-            "conditions": [{"namespaces": [namespace]}],  # no remoteKeys: reads of any key, no POST
-        },
+    # No remoteKeys: reads of any key, no POST.
+    kube.create_cluster_vault_token_backend(
+        name, namespace, openbao.addr, openbao.root_token, [{"namespaces": [namespace]}]
     )
     try:
         victim = f"victim/{secrets.token_hex(4)}"

@@ -184,27 +184,19 @@ def test_cluster_backend_admits_only_listed_namespaces(
     operator: OperatorRunner, openbao: OpenBao, kube: Kube, namespace: str
 ) -> None:
     name = f"shared-{namespace}"
-    kube.create_secret(
-        namespace,
-        "tok",
-        {"token": openbao.root_token},
-        annotations=allowed_for(f"ClusterSecretBackend/{name}"),
-    )
-    kube.create_cluster_backend(
+    kube.create_cluster_vault_token_backend(
         name,
-        {
-            "vault": {
-                "server": openbao.addr,
-                "auth": {"token": {"secretRef": {"name": "tok", "key": "token", "namespace": namespace}}},
+        namespace,
+        openbao.addr,
+        openbao.root_token,
+        [
+            {"namespaces": ["somewhere-else"]},
+            {
+                "namespaceSelector": {"matchLabels": {"team": "blue"}},
+                "remoteKeys": ["{namespace}/allowed/*"],
             },
-            "conditions": [
-                {"namespaces": ["somewhere-else"]},
-                {
-                    "namespaceSelector": {"matchLabels": {"team": "blue"}},
-                    "remoteKeys": ["{namespace}/allowed/*"],
-                },
-            ],
-        },
+        ],
+        secret="tok",
     )
     try:
         put(openbao, f"{namespace}/allowed/a", {"v": "1"})

@@ -147,23 +147,12 @@ def test_vault_scoping_cannot_be_bypassed(
             path=path, secret={"password": value}, mount_point="secret"
         )
     name = f"shared-{attacker}"
-    kube.create_secret(
-        platform,
-        "bao-token",
-        {"token": openbao.root_token},
-        annotations=allowed_for(f"ClusterSecretBackend/{name}"),
-    )
-    kube.create_cluster_backend(
+    kube.create_cluster_vault_token_backend(
         name,
-        {
-            "vault": {
-                "server": openbao.addr,
-                "auth": {
-                    "token": {"secretRef": {"name": "bao-token", "key": "token", "namespace": platform}}
-                },
-            },
-            "conditions": [{"namespaces": [attacker, victim], "remoteKeys": ["apps/{namespace}/*"]}],
-        },
+        platform,
+        openbao.addr,
+        openbao.root_token,
+        [{"namespaces": [attacker, victim], "remoteKeys": ["apps/{namespace}/*"]}],
     )
     try:
         # The backend works for the attacker's own keys, in the spellings that mean the same path.

@@ -254,10 +254,8 @@ class Reconciler:
         self._check_key_scope(ms, provider, backend, conditions, canonical)
         wanted = request_hash(str(backend.id), request)
         annotations = {CERTIFICATE_REQUEST_ANNOTATION: wanted}
-        existing = None if target_known_absent else self._cluster.get(ms.ref.namespace, ms.target_name)
+        existing = self._issuing_target(ms, target_known_absent=target_known_absent)
         if existing is not None:
-            if not proves_owner(self._key(), existing, ms.ref.uid) and not legacy_owned(existing, ms):
-                raise errors.TargetExists(not_owned_message(existing, ms))  # before issuing anything
             info = leaf_info(existing.data)
             recorded = existing.annotations.get(CERTIFICATE_REQUEST_ANNOTATION)
             if (
@@ -296,6 +294,15 @@ class Reconciler:
             sources=(SourceVersion(issue_path.key, f"serial:{info.serial}"),),
             cause=ChangeCause.REISSUE if reissue else ChangeCause.ISSUE,
         )
+
+    def _issuing_target(self, ms: ManagedSecret, *, target_known_absent: bool) -> SecretObject | None:
+        """The existing target of a certificate or lease, proven ours: checked before anything is issued."""
+        existing = None if target_known_absent else self._cluster.get(ms.ref.namespace, ms.target_name)
+        if existing is not None and not (
+            proves_owner(self._key(), existing, ms.ref.uid) or legacy_owned(existing, ms)
+        ):
+            raise errors.TargetExists(not_owned_message(existing, ms))
+        return existing
 
     def _lease_issuer(
         self, ms: ManagedSecret, backend: Backend, conditions: Sequence[NamespaceCondition]
@@ -339,12 +346,8 @@ class Reconciler:
         provider = self._lease_issuer(ms, backend, conditions)
         request = leases.request_of(source)
         wanted = leases.request_hash(str(backend.id), request)
-        existing = None if target_known_absent else self._cluster.get(ms.ref.namespace, ms.target_name)
-        state: leases.LeaseState | None = None
-        if existing is not None:
-            if not proves_owner(self._key(), existing, ms.ref.uid) and not legacy_owned(existing, ms):
-                raise errors.TargetExists(not_owned_message(existing, ms))  # before issuing anything
-            state = self._lease_state(ms, existing)
+        existing = self._issuing_target(ms, target_known_absent=target_known_absent)
+        state = self._lease_state(ms, existing) if existing is not None else None
         now = self._clock()
         intact = (
             state is not None
