@@ -66,7 +66,9 @@ def replica_sets(kube: Kube, namespace: str, name: str) -> int:
     )
 
 
-def create_deployment(kube: Kube, namespace: str, name: str, secret: str) -> None:
+def create_deployment(kube: Kube, namespace: str, name: str, secret: str, replicas: int = 1) -> None:
+    """A Deployment whose pods read the Secret. No node runs them here: with replicas its rollout never
+    completes, with none it completes as soon as the Deployment controller has seen the new template."""
     labels = {"app": name}
     env = [{"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}}]
     kube.apps.create_namespaced_deployment(
@@ -76,6 +78,7 @@ def create_deployment(kube: Kube, namespace: str, name: str, secret: str) -> Non
             "kind": "Deployment",
             "metadata": {"name": name},
             "spec": {
+                "replicas": replicas,
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
@@ -158,7 +161,8 @@ def test_new_credentials_roll_once_and_the_replaced_lease_is_revoked_after_the_g
 ) -> None:
     create_deployment(kube, namespace, "web", "db")
     rollout = {"targets": [{"kind": "Deployment", "name": "web"}], "debounce": "1s"}
-    kube.create_ms(namespace, "db", {**dynamic_spec(database, revokeGracePeriod="20s"), "rollout": rollout})
+    dynamic = dynamic_spec(database, revokeGracePeriod="20s", revokeAfter="GracePeriod")
+    kube.create_ms(namespace, "db", {**dynamic, "rollout": rollout})
     kube.wait_ready(namespace, "db", timeout=60)
     old = credentials(kube, namespace)
 
@@ -192,6 +196,59 @@ def test_new_credentials_roll_once_and_the_replaced_lease_is_revoked_after_the_g
     assert replica_sets(kube, namespace, "web") == 2, "one rollout for the new credentials"
     time.sleep(SETTLE)
     assert replica_sets(kube, namespace, "web") == 2, "and none for the revocation"
+
+
+def test_the_replaced_lease_is_revoked_once_the_rollout_completed_and_never_while_it_runs(
+    operator: OperatorRunner, database: Database, kube: Kube, namespace: str, vault_backend: str
+) -> None:
+    """revokeAfter RolloutComplete (the default). The Deployment's pod cannot start (no node), so its
+    rollout runs for as long as the test wants: past the grace period the old credentials still log in.
+    Scaled to zero, the rollout completes and the old lease goes. Then, with an hour of grace, new
+    credentials for a Deployment that completes at once: the replaced lease goes within a minute."""
+    create_deployment(kube, namespace, "web", "db")
+    rollout = {"targets": [{"kind": "Deployment", "name": "web"}], "debounce": "1s"}
+    kube.create_ms(namespace, "db", {**dynamic_spec(database, revokeGracePeriod="2s"), "rollout": rollout})
+    kube.wait_ready(namespace, "db", timeout=60)
+    first = credentials(kube, namespace)
+    hash_before = kube.get_ms(namespace, "db")["status"]["dataHash"]
+
+    kube.force_sync(namespace, "db")
+    second = wait_for(
+        lambda: c if (c := credentials(kube, namespace)) != first else None, 60, what="new credentials"
+    )
+    wait_for(
+        lambda: kube.get_ms(namespace, "db")["status"]["dataHash"] != hash_before, 60, what="the rollout made"
+    )
+    assert replica_sets(kube, namespace, "web") == 2
+    time.sleep(10)  # five times the grace period, two polls of the rollout at least
+    assert database.postgres.login(*first), "revoked while the rollout was still running"
+    assert kube.get_ms(namespace, "db")["status"]["lease"]["pendingRevocations"] == 1
+
+    kube.apps.patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 0}})
+    wait_for(lambda: first[0] not in database.postgres.roles(), 90, what="the old user revoked")
+    assert database.postgres.login(*second)
+    wait_for(
+        lambda: kube.get_ms(namespace, "db")["status"]["lease"]["pendingRevocations"] == 0,
+        30,
+        what="no revocation pending",
+    )
+
+    kube.patch_ms(namespace, "db", {"spec": {"dynamic": {"revokeGracePeriod": "1h"}}})
+    kube.force_sync(namespace, "db")
+    third = wait_for(
+        lambda: c if (c := credentials(kube, namespace)) not in (first, second) else None,
+        60,
+        what="the third credentials",
+    )
+    # Within 90 s of an hour's grace: at the rollout's completion.
+    wait_for(lambda: second[0] not in database.postgres.roles(), 90, what="the second user revoked")
+    assert database.postgres.login(*third)
+    assert database.issued() == 3
+    assert replica_sets(kube, namespace, "web") == 3, "one rollout per new credentials"
+    revoked = [
+        e for e in kube.events(namespace) if e.involved_object.name == "db" and e.reason == "LeaseRevoked"
+    ]
+    assert len(revoked) == 2
 
 
 def test_a_lease_at_its_max_ttl_is_replaced_before_it_expires(

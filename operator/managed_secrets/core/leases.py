@@ -11,8 +11,11 @@ Schedule (times are wall-clock epoch seconds):
 - a renewal that gets the full duration back is due again the same way; one that gets less has hit the
   max TTL: new credentials are then due while (1 - share) * d is left, time for the rollout;
 - a lease that is not renewable is replaced at its due time;
-- a replaced lease is revoked revokeGracePeriod after the new credentials were written, unless it expires
-  before that anyway.
+- a replaced lease is revoked (revokeAfter RolloutComplete) once the workloads rolled for the new
+  credentials have completed their rollout, found by polling them while it waits (every 5 s at first, less
+  often the longer it takes, at most every minute); when no workload is rolled, or its progress cannot be
+  read, or with revokeAfter GracePeriod: revokeGracePeriod after the new credentials were written. A lease
+  that expires first is dropped: nothing left to revoke.
 """
 
 from __future__ import annotations
@@ -20,17 +23,23 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from managed_secrets.models.managedsecret import DynamicSource
+from managed_secrets.core.restarts import Settlement
+from managed_secrets.models.managedsecret import DynamicSource, RevokeAfter
 from managed_secrets.providers.base import IssuedLease, LeaseRequest
 
 #: The jitter: up to this share of the lease's duration earlier than the nominal renewal time.
 JITTER_SHARE = 0.1
 #: A lease this close to its expiry is not renewed but replaced: a renewal could land too late.
 EXPIRY_MARGIN_SECONDS = 2.0
+#: Polling the rollout a revocation waits for: from this interval, a quarter of the time waited so far,
+#: up to the maximum (a rollout of minutes is seen within seconds; a stuck one costs a list a minute).
+ROLLOUT_POLL_MIN_SECONDS = 5.0
+ROLLOUT_POLL_MAX_SECONDS = 60.0
 _RANDOM = secrets.SystemRandom()
 
 
@@ -42,11 +51,15 @@ class LeaseAction(StrEnum):
 
 @dataclass(frozen=True)
 class PendingRevocation:
-    """A replaced lease, revoked at ``after`` unless it expires first."""
+    """A replaced lease, revoked at ``after`` unless it expires first; one that ``awaits_rollout`` is
+    revoked once the rollout for its replacement completed, and at ``after`` only if none can be followed."""
 
     lease_id: str = field(repr=False)
     after: float
     expires_at: float
+    awaits_rollout: bool = False
+    #: when its replacement was written
+    replaced_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,16 @@ class LeaseState:
             "reissue": self.reissue,
             "renewedAt": self.renewed_at,
             "dataProof": self.data_proof,
-            "revoke": [{"id": p.lease_id, "after": p.after, "expiresAt": p.expires_at} for p in self.pending],
+            "revoke": [
+                {
+                    "id": p.lease_id,
+                    "after": p.after,
+                    "expiresAt": p.expires_at,
+                    "awaitsRollout": p.awaits_rollout,
+                    "replacedAt": p.replaced_at,
+                }
+                for p in self.pending
+            ],
         }
         return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
@@ -106,17 +128,30 @@ class LeaseState:
                 renewed_at=float(body["renewedAt"]) if body.get("renewedAt") is not None else None,
                 data_proof=str(body.get("dataProof") or ""),
                 pending=tuple(
-                    PendingRevocation(str(p["id"]), float(p["after"]), float(p["expiresAt"]))
+                    PendingRevocation(
+                        str(p["id"]),
+                        float(p["after"]),
+                        float(p["expiresAt"]),
+                        awaits_rollout=bool(p.get("awaitsRollout", False)),
+                        replaced_at=float(p.get("replacedAt") or 0.0),
+                    )
                     for p in body.get("revoke") or []
                 ),
             )
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
-    def next_run(self) -> float:
-        """When this resource must run next at the latest: the renewal, or a revocation."""
+    def next_run(self, now: float) -> float:
+        """When this resource must run next at the latest: the renewal, a revocation, or a look at the
+        rollout a revocation waits for."""
         times = [self.due_at, *(p.after for p in self.pending)]
+        times += [rollout_poll_at(p, now) for p in self.pending if p.awaits_rollout]
         return min(times)
+
+
+def rollout_poll_at(pending: PendingRevocation, now: float) -> float:
+    waited = max(now - pending.replaced_at, 0.0)
+    return now + min(max(waited / 4, ROLLOUT_POLL_MIN_SECONDS), ROLLOUT_POLL_MAX_SECONDS)
 
 
 def lease_reference(lease_id: str) -> str:
@@ -211,15 +246,36 @@ def replaced(
         return ()
     pending = previous.pending
     after = now + source.revoke_grace_period.total_seconds()
-    if still_valid and after < previous.expires_at:
-        pending = (*pending, PendingRevocation(previous.lease_id, after, previous.expires_at))
+    awaits_rollout = source.revoke_after is RevokeAfter.ROLLOUT_COMPLETE
+    # Waiting for a rollout, the lease is kept as long as it is valid; by time alone, only when it would
+    # outlive the grace period.
+    if still_valid and (awaits_rollout or after < previous.expires_at):
+        replacement = PendingRevocation(
+            previous.lease_id, after, previous.expires_at, awaits_rollout=awaits_rollout, replaced_at=now
+        )
+        pending = (*pending, replacement)
     return pending
 
 
 def due_revocations(
-    pending: tuple[PendingRevocation, ...], now: float
+    pending: tuple[PendingRevocation, ...], now: float, rollout: Callable[[], Settlement]
 ) -> tuple[tuple[PendingRevocation, ...], tuple[PendingRevocation, ...]]:
-    """(to revoke now, to keep for later); leases already expired are dropped, nothing to do."""
-    due = tuple(p for p in pending if p.after <= now < p.expires_at)
-    later = tuple(p for p in pending if now < p.after and now < p.expires_at)
-    return due, later
+    """(to revoke now, to keep for later); leases already expired are dropped, nothing to do.
+
+    ``rollout`` says how far the rollout for the Secret's current data has got; it is asked (it reads the
+    workloads) only when a lease waits for it. A complete rollout of the current data replaced every older
+    credential, so it releases every lease waiting.
+    """
+    valid = [p for p in pending if now < p.expires_at]
+    settled: Settlement | None = None
+    due: list[PendingRevocation] = []
+    later: list[PendingRevocation] = []
+    for p in valid:
+        if p.awaits_rollout:
+            if settled is None:
+                settled = rollout()
+            ready = settled is Settlement.COMPLETE or (settled is Settlement.UNKNOWN and p.after <= now)
+        else:
+            ready = p.after <= now
+        (due if ready else later).append(p)
+    return tuple(due), tuple(later)

@@ -29,7 +29,7 @@ from managed_secrets.api import (
     OWNER_ANNOTATION,
     OWNER_PROOF_ANNOTATION,
 )
-from managed_secrets.core import leases
+from managed_secrets.core import leases, restarts
 from managed_secrets.core.certificates import (
     leaf_info,
     request_hash,
@@ -127,6 +127,9 @@ class SyncResult:
     #: A certificate's notAfter and when it is to be issued anew (epoch seconds); None for other data.
     expires_at: float | None = None
     renew_at: float | None = None
+    #: When to run again at the latest, if earlier than ``renew_at`` (a revocation, or a look at the
+    #: rollout one waits for); not shown in status.
+    run_at: float | None = None
     #: A dynamic Secret's lease as it now is.
     lease: leases.LeaseState | None = None
     #: Per remote key (spec order), what the Secret holds now.
@@ -170,8 +173,11 @@ class Reconciler:
         operator_key: OperatorKey | None = None,
         renderer: Renderer | None = None,
         clock: Callable[[], float] = time.time,
+        workloads: restarts.WorkloadReader | None = None,
     ) -> None:
         self._cluster = cluster
+        # Read only while a replaced lease waits for the rollout of its replacement (revokeAfter).
+        self._workloads = workloads
         self._clock = clock  # wall clock: certificates expire by it
         self._providers = providers
         self._reads = reads
@@ -386,7 +392,7 @@ class Reconciler:
             )
         renewed = action is leases.LeaseAction.RENEW
         before = state.pending
-        state, failed = self._revoke_due(ms, provider, state, now)
+        state, failed = self._revoke_due(ms, provider, state, existing, now)
         result = self._update_owned(ms, existing, existing.data, self._lease_annotations(ms, state))
         if failed is not None:
             raise failed  # the Secret is good and its lease recorded; the replaced one is retried
@@ -394,7 +400,8 @@ class Reconciler:
         return replace(
             result,
             expires_at=state.expires_at,
-            renew_at=state.next_run(),
+            renew_at=state.due_at,
+            run_at=state.next_run(now),
             lease=state,
             sources=(SourceVersion(request.path, state.reference),),
             cause=ChangeCause.RENEWAL if renewed else None,
@@ -451,7 +458,8 @@ class Reconciler:
         return replace(
             result,
             expires_at=state.expires_at,
-            renew_at=state.next_run(),
+            renew_at=state.due_at,
+            run_at=state.next_run(now),
             lease=state,
             sources=(SourceVersion(request.path, state.reference),),
             cause=ChangeCause.REISSUE if previous is not None else ChangeCause.ISSUE,
@@ -490,12 +498,16 @@ class Reconciler:
                 error.message,
             )
 
-    @staticmethod
     def _revoke_due(
-        ms: ManagedSecret, provider: LeaseIssuer, state: leases.LeaseState, now: float
+        self,
+        ms: ManagedSecret,
+        provider: LeaseIssuer,
+        state: leases.LeaseState,
+        secret: SecretObject,
+        now: float,
     ) -> tuple[leases.LeaseState, errors.RevocationFailed | None]:
-        """Revoke the replaced leases whose grace period is over; those that fail stay pending."""
-        due, later = leases.due_revocations(state.pending, now)
+        """Revoke the replaced leases that are due; those that fail stay pending."""
+        due, later = leases.due_revocations(state.pending, now, lambda: self._rollout_settlement(ms, secret))
         kept = list(later)
         failed: errors.RevocationFailed | None = None
         for pending in due:
@@ -508,6 +520,22 @@ class Reconciler:
             else:
                 log.info("%s: revoked replaced lease %s", ms.ref, reference)
         return replace(state, pending=tuple(kept)), failed
+
+    def _rollout_settlement(self, ms: ManagedSecret, secret: SecretObject) -> restarts.Settlement:
+        """How far the rollout for the Secret's current data has got: its restarts are made once
+        status.dataHash is that data's; then the workloads' own status says whether it completed."""
+        if self._workloads is None:
+            return restarts.Settlement.UNKNOWN
+        current = restarts.data_hash(self._key(), secret.data)
+        if not ms.rolled_out_hash or not hmac.compare_digest(ms.rolled_out_hash, current):
+            return restarts.Settlement.IN_PROGRESS
+        try:
+            settled = restarts.settlement(ms.spec.rollout, ms.ref.namespace, secret.name, self._workloads)
+        except restarts.RolloutError as error:
+            log.warning("%s: the rollout a revocation waits for cannot be read: %s", ms.ref, error.message)
+            return restarts.Settlement.IN_PROGRESS
+        log.debug("%s: the rollout for Secret %s: %s", ms.ref, secret.name, settled.value)
+        return settled
 
     def resolve_backend(self, ms: ManagedSecret) -> tuple[Backend, list[NamespaceCondition]]:
         ref = ms.spec.backend_ref

@@ -21,7 +21,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from managed_secrets.api import (
     MANAGED_LABEL,
@@ -121,6 +121,9 @@ class Workload:
     template_annotations: Mapping[str, str] = field(default_factory=dict)
     #: Secrets its pod template uses.
     secrets: frozenset[str] = frozenset()
+    #: Its controller reports the rollout of its current template complete: every pod runs it, none of
+    #: an older template is left. None when the kind's status cannot say (an Argo Rollout).
+    rollout_complete: bool | None = None
 
     @property
     def reload(self) -> bool | None:
@@ -168,6 +171,44 @@ def select_workloads(
         elif secret_name in workload.secrets and (auto or workload.reload is True):
             wanted.append(workload.ref)
     return sorted(ref for ref in dict.fromkeys(wanted) if ref not in opted_out)
+
+
+class WorkloadReader(Protocol):
+    def list(self, namespace: str) -> list[Workload]:
+        """The namespace's Deployments, StatefulSets and DaemonSets; raises RolloutError."""
+        ...
+
+    def get(self, ref: WorkloadRef) -> Workload:
+        """Raises WorkloadNotFound, RolloutForbidden, RolloutFailed."""
+        ...
+
+
+class Settlement(StrEnum):
+    """How far the rollouts for a Secret's data have got (for revoking the credentials they replaced)."""
+
+    #: every workload rolled for it runs no pod of an older template
+    COMPLETE = "Complete"
+    IN_PROGRESS = "InProgress"
+    #: no workload is rolled for it, or one whose progress cannot be read: time is all there is
+    UNKNOWN = "Unknown"
+
+
+def settlement(
+    rollout: Rollout | None, namespace: str, secret_name: str, reader: WorkloadReader
+) -> Settlement:
+    """Whether the workloads rolled for Secret ``secret_name`` finished their rollout (their restarts for
+    the current data have been made: the caller checks status.dataHash first)."""
+    listed = {w.ref: w for w in reader.list(namespace)}
+    refs = select_workloads(rollout, namespace, secret_name, listed.values())
+    if not refs:
+        return Settlement.UNKNOWN
+    progress = set()
+    for ref in refs:
+        workload = listed.get(ref) or reader.get(ref)
+        progress.add(workload.rollout_complete)
+    if False in progress:
+        return Settlement.IN_PROGRESS
+    return Settlement.UNKNOWN if None in progress else Settlement.COMPLETE
 
 
 def is_managed(secret: SecretObject) -> bool:

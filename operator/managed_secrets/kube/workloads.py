@@ -41,6 +41,39 @@ def decode_workload(kind: RolloutKind, body: Mapping[str, Any]) -> Workload:
         annotations=dict(meta.get("annotations") or {}),
         template_annotations=dict((template.get("metadata") or {}).get("annotations") or {}),
         secrets=secrets_used(template.get("spec") or {}),
+        rollout_complete=rollout_complete(kind, body),
+    )
+
+
+def rollout_complete(kind: RolloutKind, body: Mapping[str, Any]) -> bool | None:
+    """What ``kubectl rollout status`` calls done, from the controller's status: it has seen the current
+    template, and every pod runs it with no pod of an older one left. None for an Argo Rollout."""
+    if kind is RolloutKind.ROLLOUT:
+        return None
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return False
+    if kind is RolloutKind.DAEMON_SET:
+        desired = int(status.get("desiredNumberScheduled") or 0)
+        return (
+            int(status.get("updatedNumberScheduled") or 0) >= desired
+            and int(status.get("numberAvailable") or 0) >= desired
+            and int(status.get("numberMisscheduled") or 0) == 0
+        )
+    wanted = int(spec.get("replicas", 1))
+    updated = int(status.get("updatedReplicas") or 0)
+    if kind is RolloutKind.STATEFUL_SET:
+        return (
+            updated >= wanted
+            and int(status.get("readyReplicas") or 0) >= wanted
+            and status.get("currentRevision") == status.get("updateRevision")
+        )
+    return (
+        updated >= wanted
+        and int(status.get("replicas") or 0) <= updated
+        and int(status.get("availableReplicas") or 0) >= updated
     )
 
 

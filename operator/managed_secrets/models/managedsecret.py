@@ -472,6 +472,15 @@ class HttpMethod(StrEnum):
     POST = "POST"
 
 
+class RevokeAfter(StrEnum):
+    """When a replaced lease is revoked."""
+
+    #: once the workloads rolled for the new credentials run no pod of the old template
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    #: revokeGracePeriod after the new credentials were written, whatever the workloads do
+    GRACE_PERIOD = "GracePeriod"
+
+
 class DynamicSource(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=rules(
@@ -487,7 +496,8 @@ class DynamicSource(CamelModel):
             " ...): every response field becomes a Secret key (target.template can map them). The lease is"
             " renewed at renewAtPercent of its duration (with jitter); when it cannot be renewed any more"
             " (max TTL near, renewal refused, lease gone) new credentials are issued, the Secret written,"
-            " the workloads rolled, and the old lease revoked after revokeGracePeriod. The lease survives"
+            " the workloads rolled, and the old lease revoked once their rollout completed (revokeAfter)."
+            " The lease survives"
             " operator restarts (kept with the Secret), so a restart issues nothing and rolls nothing.",
         )
     )
@@ -514,11 +524,20 @@ class DynamicSource(CamelModel):
         description="Renew the lease when this share of its duration has passed (jittered by up to a"
         " tenth of the duration, earlier, never later). Default 67 (two thirds).",
     )
+    revoke_after: RevokeAfter = Field(
+        default=RevokeAfter.ROLLOUT_COMPLETE,
+        description="When replaced credentials are revoked. RolloutComplete (default): as soon as every"
+        " workload rolled for the new credentials has completed its rollout (no pod of the old template"
+        " left), never while a rollout is in progress (a rollout that never completes keeps the old lease"
+        " until it expires by itself); when no workload is rolled, or its progress cannot be read (an Argo"
+        " Rollout), revokeGracePeriod after the new credentials were written. GracePeriod:"
+        " revokeGracePeriod after the new credentials were written, whatever the workloads do.",
+    )
     revoke_grace_period: RevokeGrace = Field(
         default=timedelta(minutes=5),
-        description="How long replaced credentials stay valid after the new ones are in the Secret, so"
-        " that the rolled workloads are up before the old lease is revoked (at most until it expires"
-        " anyway). Default 5m.",
+        description="How long replaced credentials stay valid after the new ones are in the Secret"
+        " (with revokeAfter RolloutComplete: only when no workload's rollout can be followed), at most"
+        " until they expire anyway. Default 5m.",
     )
     revoke_on_delete: bool = Field(
         default=True,
@@ -695,6 +714,8 @@ class ManagedSecret(CamelModel):
     force_sync_token: str | None = None
     #: status.secretName: the Secret the operator last synced this ManagedSecret into (written only by it).
     synced_secret_name: str | None = None
+    #: status.dataHash: the data the workloads last rolled for (written only by the operator).
+    rolled_out_hash: str | None = None
 
     @property
     def target_name(self) -> str:

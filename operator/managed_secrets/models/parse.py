@@ -46,13 +46,16 @@ def parse_managed_secret(body: Mapping[str, Any]) -> ManagedSecret:
     except ValidationError as error:
         raise InvalidSpec(f"spec is invalid: {describe_validation_error(error)}") from None
     annotations = meta.get("annotations") or {}
-    synced = (body.get("status") or {}).get("secretName")
+    status = body.get("status") or {}
+    synced = status.get("secretName")
+    rolled_out = status.get("dataHash")
     return ManagedSecret(
         ref=ref,
         generation=meta.get("generation", 0),
         spec=spec,
         force_sync_token=annotations.get(FORCE_SYNC_ANNOTATION),
         synced_secret_name=synced if isinstance(synced, str) else None,
+        rolled_out_hash=rolled_out if isinstance(rolled_out, str) else None,
     )
 
 

@@ -492,8 +492,9 @@ class Controller:
             interval = ms.spec.refresh_interval.total_seconds()
             delay = self._jittered(interval) if interval > 0 else None
         # A certificate or lease: the run that renews it is due then at the latest.
-        if result.renew_at is not None:
-            until = max(result.renew_at - time.time(), MIN_RENEWAL_DELAY)
+        due = result.run_at if result.run_at is not None else result.renew_at
+        if due is not None:
+            until = max(due - time.time(), MIN_RENEWAL_DELAY)
             delay = until if delay is None else min(delay, until)
         return delay
 

@@ -188,6 +188,7 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
         ),
         processes=config.template_processes,
     )
+    workloads = KubeWorkloads(api)
     reconciler = Reconciler(
         cluster,
         providers,
@@ -196,11 +197,12 @@ def build_runtime(config: OperatorConfig, registry: ProviderRegistry | None = No
         observe_lease=lambda operation, result: metrics.LEASE_OPERATIONS.labels(operation, result).inc(),
         renderer=renderer,
         operator_key=hmac_key,
+        workloads=workloads,
     )
     # Built in the operator's start-up handler: its event loop runs the restart timers. A rollout's
     # outcome goes back to the controller (bound below), which records it in the object's status.
     rollouts = RolloutStage(
-        KubeWorkloads(api),
+        workloads,
         cluster,
         cluster,
         hmac_key,

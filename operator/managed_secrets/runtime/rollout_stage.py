@@ -37,6 +37,7 @@ from managed_secrets.core.restarts import (
     RolloutError,
     RolloutReport,
     Workload,
+    WorkloadReader,
     WorkloadRef,
     data_hash,
     decide,
@@ -54,13 +55,7 @@ KEY_FIELD = "key"
 MSKey = tuple[str, str]
 
 
-class WorkloadAPI(Protocol):
-    def list(self, namespace: str) -> list[Workload]:
-        """The namespace's Deployments, StatefulSets and DaemonSets; raises RolloutError."""
-        ...
-
-    def get(self, ref: WorkloadRef) -> Workload: ...
-
+class WorkloadAPI(WorkloadReader, Protocol):
     def restart(self, workload: Workload, key: str, now: str) -> None: ...
 
 
