@@ -10,6 +10,7 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from harness.moto_server import MotoServer
 from harness.operator import AwsCalls, OperatorRunner
 from kube import Kube, allowed_for, wait_for
+from managed_secrets import metrics
 
 pytestmark = [pytest.mark.cluster]
 
@@ -196,3 +198,61 @@ def test_200_resources_over_10_keys_read_each_key_once_per_window(
             if at > cold_sync_done:
                 assert gap >= interval * (1 - jitter), f"{key} read twice in one refresh window ({gap:.1f}s)"
     assert kube.secret_data(namespace, "ms-199") == {"v": "value-9"}
+
+
+def test_the_next_rotation_date_is_the_expiry_and_is_described_once_per_version(
+    operator: OperatorRunner, moto: MotoServer, kube: Kube, namespace: str, aws_calls: AwsCalls
+) -> None:
+    """Secrets Manager says when it rotates a secret next (DescribeSecret, where rotation is on): that is
+    status.expiresAt and the gauge, with ExpiresSoon inside the 14-day window. A secret without rotation
+    has no expiry. DescribeSecret is asked once per key and version, not on every read."""
+    aws_backend(kube, moto, namespace)
+    client = moto.client("secretsmanager")
+    days = {"soon": 3, "later": 30, "never": None}
+    for name, after in days.items():
+        key = f"{namespace}/{name}"
+        put(moto, key, {"pass": "x"})
+        if after is not None:
+            # No rotation function in moto: the rules alone, and the current value stays as it is.
+            client.rotate_secret(
+                SecretId=key, RotationRules={"AutomaticallyAfterDays": after}, RotateImmediately=False
+            )
+    expected = {
+        name: client.describe_secret(SecretId=f"{namespace}/{name}").get("NextRotationDate") for name in days
+    }
+    assert expected["never"] is None
+    since = time.monotonic()
+    for name in days:
+        spec = {
+            "backendRef": {"name": "aws"},
+            "data": [{"secretKey": "pass", "remoteRef": {"key": f"{namespace}/{name}", "property": "pass"}}],
+        }
+        kube.create_ms(namespace, name, spec)
+    for name, when in expected.items():
+        kube.wait_ready(namespace, name, timeout=60)
+        status = kube.get_ms(namespace, name)["status"]
+        gauge = metrics.REGISTRY.get_sample_value(
+            "managedsecrets_secret_expiry_timestamp_seconds", {"namespace": namespace, "name": name}
+        )
+        conditions = {c["type"]: c for c in status["conditions"]}
+        if when is None:
+            assert "expiresAt" not in status
+            assert gauge is None
+            assert "ExpiresSoon" not in conditions
+            continue
+        assert status["expiresAt"] == when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert gauge == when.timestamp()
+        reason = "ExpiresSoon" if name == "soon" else "NotExpiringSoon"
+        assert conditions["ExpiresSoon"]["reason"] == reason
+    warned = [e.involved_object.name for e in kube.events(namespace) if e.reason == "ExpiresSoon"]
+    assert warned == ["soon"]
+
+    for _ in range(2):  # reads again, same versions: nothing described again
+        kube.force_sync(namespace, "soon")
+        kube.wait_ready(namespace, "soon")
+    describes = [
+        names
+        for at, operation, names in list(aws_calls.calls)
+        if at >= since and operation == "DescribeSecret"
+    ]
+    assert sorted(describes) == sorted((f"{namespace}/{name}",) for name in days)

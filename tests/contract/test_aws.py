@@ -265,7 +265,11 @@ def test_batch_of_25_keys_takes_two_batch_calls(moto: MotoServer, remote: Secret
     missing = remote.new_key()
     refs = [RemoteKey(k) for k in keys] + [RemoteKey(missing)]  # 25 keys
     results = ReadCache().get_many("aws-test", provider, refs, max_age=60)
-    assert counter.calls == {"BatchGetSecretValue": 2}
+    # Each secret's next rotation date, once per version: a describe per key found.
+    assert counter.calls == {"BatchGetSecretValue": 2, "DescribeSecret": 24}
+    counter.calls.clear()
+    provider.fetch_many(refs)
+    assert counter.calls == {"BatchGetSecretValue": 2}, "the same versions are not described again"
     assert [results[RemoteKey(k)] for k in keys] == [f"value-{i}".encode() for i in range(24)]
     assert isinstance(results[RemoteKey(missing)], RemoteKeyNotFound)
     # Pinned versions are read one by one, next to a batch of the current ones.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,13 @@ from managed_secrets.errors import (
     InvalidSpec,
     VersionNotFound,
 )
-from managed_secrets.providers.base import RemoteKey, SecretProvider, ValidatingProvider
+from managed_secrets.providers.base import (
+    RemoteKey,
+    SecretProvider,
+    ValidatingProvider,
+    expiry_of,
+    version_of,
+)
 from managed_secrets.providers.gcp import crc32c
 from managed_secrets.testing.contract import ProviderContract
 
@@ -105,6 +112,39 @@ def test_checksum_mismatch_is_detected(
     assert "tampered" not in str(caught.value)
 
 
+def test_expire_time_is_the_expiry_asked_once_per_version(
+    remote: SecretManagerRemote, provider: SecretProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The emulator keeps no expireTime: its real GetSecret answer gives no expiry. Narrow fake after
+    that: the answer gets an expireTime, as Secret Manager sends it for a secret with expire_time or ttl.
+    GetSecret is asked once per version, not on every read."""
+    key = remote.new_key()
+    remote.put(key, "one")
+    first = provider.fetch(RemoteKey(key))
+    assert expiry_of(first) is None
+    real = SecretManagerServiceClient.get_secret
+    asked: list[str] = []
+    expires = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
+
+    def with_expire_time(self: SecretManagerServiceClient, *args: Any, **kwargs: Any) -> Any:
+        response = real(self, *args, **kwargs)
+        asked.append(response.name)
+        response.expire_time = expires
+        return response
+
+    monkeypatch.setattr(SecretManagerServiceClient, "get_secret", with_expire_time)
+    assert expiry_of(provider.fetch(RemoteKey(key))) is None, "version one was asked already"
+    assert asked == []
+    second = remote.put(key, "two")
+    asked.clear()  # the remote's own calls
+    for _ in range(3):
+        fetched = provider.fetch(RemoteKey(key))
+        assert fetched == b"two"
+        assert version_of(fetched) == second
+        assert expiry_of(fetched) == expires.timestamp()
+    assert asked == [f"projects/{remote.emulator.project}/secrets/{key}"]
+
+
 def test_disabled_version_and_latest_enabled(remote: SecretManagerRemote, provider: SecretProvider) -> None:
     key = remote.new_key()
     remote.put(key, "one")
@@ -168,9 +208,11 @@ def test_key_auth_sends_a_jwt_signed_by_the_key(
     finally:
         provider.close()
     tokens = proxy.tokens()
-    assert len(proxy.calls) == 1, proxy.calls
-    assert len(tokens) == 1, proxy.calls
-    verify_self_signed_jwt(tokens[0], gcp_emulator.reader.info)
+    # The value, then the secret's metadata (its expireTime) once for that version.
+    assert [c.method.rsplit("/", 1)[-1] for c in proxy.calls] == ["AccessSecretVersion", "GetSecret"]
+    assert len(tokens) == 2, proxy.calls
+    for token in tokens:
+        verify_self_signed_jwt(token, gcp_emulator.reader.info)
 
 
 @pytest.fixture
@@ -209,7 +251,7 @@ def test_application_default_credentials_from_a_key_file(
     finally:
         provider.close()
     tokens = proxy.tokens()
-    assert len(tokens) == len(proxy.calls) == 2, proxy.calls
+    assert len(tokens) == len(proxy.calls) == 3, proxy.calls  # read, its expireTime, validate
     for token in tokens:
         verify_self_signed_jwt(token, operator_key.info)
     assert credentials.reads == []

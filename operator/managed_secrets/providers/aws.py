@@ -51,6 +51,7 @@ from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.schema import per_kind, rule, rules
 from managed_secrets.providers.base import (
+    ExpiryCache,
     Fetched,
     ProviderContext,
     RemoteKey,
@@ -575,9 +576,16 @@ class _AWSProvider:
 
 
 class SecretsManagerProvider(_AWSProvider):
+    """Reads with GetSecretValue / BatchGetSecretValue. Where rotation is on, the next rotation date
+    (DescribeSecret, kept for an hour per key and version) is the value's expiry."""
+
     service_name = "secretsmanager"
     max_batch = SECRETS_MANAGER_MAX_BATCH
     validate_call = ("list_secrets", {"MaxResults": 1})
+
+    def __init__(self, config: AWSConfig, context: ProviderContext) -> None:
+        super().__init__(config, context)
+        self._rotation_dates = ExpiryCache()
 
     def canonical_ref(self, ref: RemoteKey) -> RemoteKey:
         """A secret name, or a well-formed ARN (matched by scoping as the ARN, not as the name in it:
@@ -627,7 +635,24 @@ class SecretsManagerProvider(_AWSProvider):
         except VersionNotFound:
             self._raise_missing_key(client, ref)
             raise
-        return _secret_bytes(response, ref, self._label)
+        return self._with_rotation_date(client, ref, _secret_bytes(response, ref, self._label))
+
+    def _with_rotation_date(self, client: Any, ref: RemoteKey, value: Fetched) -> Fetched:
+        return self._rotation_dates.with_expiry(ref.key, value, lambda: self._next_rotation_date(client, ref))
+
+    def _next_rotation_date(self, client: Any, ref: RemoteKey) -> float | None:
+        """None when rotation is off, or the role may not describe the secret: the read stands anyway."""
+        try:
+            described = self._translator.call(
+                lambda: client.describe_secret(SecretId=ref.key), f"describe {ref.key}"
+            )
+        except SyncError as error:
+            log.debug("%s: no rotation date for %s: %s", self._label, ref.key, error.message)
+            return None
+        when = described.get("NextRotationDate")
+        if not described.get("RotationEnabled") or not isinstance(when, datetime):
+            return None
+        return when.timestamp()
 
     def _raise_missing_key(self, client: Any, ref: RemoteKey) -> None:
         """A missing version of a missing key is a missing key: ask which one it is."""
@@ -678,7 +703,9 @@ class SecretsManagerProvider(_AWSProvider):
         for value in response.get("SecretValues", []):
             for name in (value.get("ARN"), value.get("Name")):
                 for ref in by_id.get(str(name), []):
-                    results[ref] = _secret_bytes(value, ref, self._label)
+                    results[ref] = self._with_rotation_date(
+                        client, ref, _secret_bytes(value, ref, self._label)
+                    )
         for error in response.get("Errors", []):
             for ref in by_id.get(str(error.get("SecretId")), []):
                 code = str(error.get("ErrorCode", "Unknown"))
@@ -694,7 +721,7 @@ class SecretsManagerProvider(_AWSProvider):
         return results
 
 
-def _secret_bytes(response: Mapping[str, Any], ref: RemoteKey, label: str) -> bytes:
+def _secret_bytes(response: Mapping[str, Any], ref: RemoteKey, label: str) -> Fetched:
     version = str(response["VersionId"]) if response.get("VersionId") else None
     if response.get("SecretString") is not None:
         return Fetched(str(response["SecretString"]).encode(), version=version)

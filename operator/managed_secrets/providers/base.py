@@ -11,6 +11,8 @@ worker threads so they never block the operator's event loop.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, Self, TypeVar, runtime_checkable
@@ -376,6 +378,36 @@ class Fetched(bytes):
         return f"Fetched(version={self.version!r}, expires_at={self.expires_at!r})"
 
     __str__ = __repr__
+
+
+class ExpiryCache:
+    """Expiry dates a store keeps apart from the value (AWS's next rotation date, GCP's expireTime), asked
+    once per key and version and kept for ``ttl`` seconds: they change with a new version or, rarely, by
+    hand. At most ``entries`` are kept (the oldest go first)."""
+
+    def __init__(self, ttl: float = 3600.0, entries: int = 10_000) -> None:
+        self._ttl = ttl
+        self._entries = entries
+        self._known: dict[tuple[str, str], tuple[float, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def with_expiry(self, key: str, value: Fetched, load: Callable[[], float | None]) -> Fetched:
+        """``value`` with the expiry ``load`` gives (None: it has none); unversioned values are left."""
+        if value.version is None:
+            return value
+        cache_key = (key, value.version)
+        now = time.monotonic()
+        with self._lock:
+            known = self._known.get(cache_key)
+        if known is None or now - known[0] >= self._ttl:
+            known = (now, load())
+            with self._lock:
+                if len(self._known) >= self._entries:
+                    del self._known[next(iter(self._known))]
+                self._known[cache_key] = known
+        if known[1] is None:
+            return value
+        return Fetched(bytes(value), version=value.version, expires_at=known[1])
 
 
 def version_of(value: bytes) -> str | None:

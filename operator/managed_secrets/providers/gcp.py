@@ -57,6 +57,7 @@ from managed_secrets.logsafety import pin_sdk_loggers
 from managed_secrets.models.base import CamelModel
 from managed_secrets.models.schema import per_kind
 from managed_secrets.providers.base import (
+    ExpiryCache,
     Fetched,
     ProviderContext,
     RemoteKey,
@@ -264,6 +265,8 @@ class GCPProvider:
         self._lock = threading.Lock()
         self._client: SecretManagerServiceClient | None = None
         self._channel: grpc.Channel | None = None
+        #: the secrets' expireTime, asked once per version (an hour at most)
+        self._expiries = ExpiryCache()
 
     # -- client ---------------------------------------------------------------------------------------
 
@@ -405,7 +408,24 @@ class GCPProvider:
         if "data_crc32c" in payload and crc32c(data) != payload.data_crc32c:
             raise BackendUnavailable(f"{self._label}: read {ref}: payload checksum mismatch")
         read = str(response.name).rsplit("/", 1)[-1] if response.name else None
-        return Fetched(data, version=read)
+        return self._expiries.with_expiry(
+            secret, Fetched(data, version=read), lambda: self._expire_time(client, secret)
+        )
+
+    def _expire_time(self, client: SecretManagerServiceClient, secret: str) -> float | None:
+        """The secret's expireTime (set directly or as a ttl), when it has one. GetSecret reads metadata
+        only; None when the identity may not (secretmanager.secrets.get): the read stands anyway."""
+        try:
+            described = self._translator.call(
+                lambda: client.get_secret(request={"name": secret}, retry=self._retry, timeout=self._timeout),
+                f"describe {secret}",
+            )
+        except SyncError as error:
+            log.debug("%s: no expiry for %s: %s", self._label, secret, error.message)
+            return None
+        if "expire_time" not in described:
+            return None
+        return float(described.expire_time.timestamp())
 
     def validate(self) -> None:
         """List at most one secret of the project (names only; the pager's first page is the one call)."""
