@@ -164,3 +164,13 @@ def test_the_reference_hides_the_lease_id() -> None:
     assert reference.startswith("sha256:")
     assert "abc" not in reference
     assert "abc" not in repr(issued())
+
+
+def test_created_once_is_for_static_data_only() -> None:
+    from managed_secrets.models.managedsecret import ManagedSecretSpec, RefreshPolicy
+
+    base = {"backendRef": {"name": "vault"}, "refreshPolicy": "CreatedOnce"}
+    spec = ManagedSecretSpec.model_validate({**base, "data": [{"secretKey": "k", "remoteRef": {"key": "a"}}]})
+    assert spec.refresh_policy is RefreshPolicy.CREATED_ONCE
+    with pytest.raises(ValueError, match="CreatedOnce is for data and dataFrom"):
+        ManagedSecretSpec.model_validate({**base, "dynamic": {"path": "database/creds/app"}})

@@ -68,6 +68,7 @@ from managed_secrets.models.managedsecret import (
     DynamicSource,
     ManagedSecret,
     ManagedSecretRef,
+    RefreshPolicy,
 )
 from managed_secrets.providers.base import (
     CertificateIssuer,
@@ -139,6 +140,8 @@ class SyncResult:
     cause: ChangeCause | None = None
     #: Hashes of the replaced leases revoked in this run.
     revoked: tuple[str, ...] = ()
+    #: The store was not read (refreshPolicy CreatedOnce): what status says of the sources still holds.
+    unread: bool = False
 
 
 def owner_reference(ms: ManagedSecret) -> OwnerReference:
@@ -212,6 +215,10 @@ class Reconciler:
             return self._sync_dynamic(
                 ms, backend, conditions, force=force, target_known_absent=target_known_absent
             )
+        if ms.spec.refresh_policy is RefreshPolicy.CREATED_ONCE and not force:
+            kept = self._created_once(ms, target_known_absent=target_known_absent)
+            if kept is not None:
+                return kept
         template = ms.spec.target.template
         if template is not None:
             self._renderer.check(template.data, template.binary_data)
@@ -230,6 +237,29 @@ class Reconciler:
                 for ref, key in canonical.items()
             ),
             expires_at=min(expiries) if expiries else None,
+        )
+
+    def _created_once(self, ms: ManagedSecret, *, target_known_absent: bool) -> SyncResult | None:
+        """refreshPolicy CreatedOnce: the Secret as it is, unread from the store, when it holds what this
+        ManagedSecret wrote (status.dataHash is a keyed hash of that data); None: write it from a read."""
+        if target_known_absent or not ms.rolled_out_hash or ms.synced_secret_name != ms.target_name:
+            return None
+        existing = self._cluster.get(ms.ref.namespace, ms.target_name)
+        if existing is None or not proves_owner(self._key(), existing, ms.ref.uid):
+            return None
+        if not hmac.compare_digest(ms.rolled_out_hash, restarts.data_hash(self._key(), existing.data)):
+            log.info(
+                "%s: Secret %s was changed by hand; writing it again (CreatedOnce)", ms.ref, existing.name
+            )
+            return None
+        log.debug("%s: CreatedOnce: Secret %s kept as written, the store is not read", ms.ref, existing.name)
+        return SyncResult(
+            secret_name=existing.name,
+            keys=tuple(sorted(existing.data)),
+            action=WriteAction.UNCHANGED,
+            data_changed=False,
+            data=existing.data,
+            unread=True,
         )
 
     def _sync_certificate(
@@ -604,7 +634,7 @@ class Reconciler:
         force: bool,
         last_refresh: float | None,
     ) -> dict[RemoteKey, bytes]:
-        interval = ms.spec.refresh_interval.total_seconds()
+        interval = ms.refresh_seconds
         # A first sync may share a read up to half its interval old; later refreshes take any read
         # made after their previous one (``last_refresh``), so a cycle costs one read per key.
         if force:

@@ -135,10 +135,14 @@ def after_sync(
             "synced_keys": list(result.keys),
             "last_sync_time": now if wrote or not current.last_sync_time else current.last_sync_time,
             "data_hash": data_hash if data_hash is not None else current.data_hash,
-            "expires_at": rfc3339(result.expires_at) if result.expires_at is not None else None,
+            "expires_at": current.expires_at
+            if result.unread
+            else (rfc3339(result.expires_at) if result.expires_at is not None else None),
             "renew_at": rfc3339(result.renew_at) if result.renew_at is not None else None,
             "lease": _lease_status(result.lease) if result.lease is not None else None,
-            "sources": [SourceStatus(key=v.key, version=v.version) for v in result.sources],
+            "sources": current.sources
+            if result.unread
+            else [SourceStatus(key=v.key, version=v.version) for v in result.sources],
         }
     )
 

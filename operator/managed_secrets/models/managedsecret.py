@@ -561,9 +561,23 @@ class DynamicSource(CamelModel):
         return self
 
 
+class RefreshPolicy(StrEnum):
+    #: read again every refreshInterval
+    PERIODIC = "Periodic"
+    #: read again only when the spec changes (or on force-sync)
+    ON_CHANGE = "OnChange"
+    #: read once; never again while the Secret holds what was written (force-sync reads again)
+    CREATED_ONCE = "CreatedOnce"
+
+
 class ManagedSecretSpec(CamelModel):
     model_config = ConfigDict(
         json_schema_extra=rules(
+            rule(
+                "!has(self.refreshPolicy) || self.refreshPolicy != 'CreatedOnce' || (!has(self.certificate)"
+                " && !has(self.dynamic))",
+                "refreshPolicy CreatedOnce is for data and dataFrom: certificates and leases are renewed",
+            ),
             rule(
                 "(has(self.data) && size(self.data) > 0) || (has(self.dataFrom) && size(self.dataFrom) > 0)"
                 " || has(self.certificate) || has(self.dynamic)",
@@ -609,6 +623,14 @@ class ManagedSecretSpec(CamelModel):
         " minutes for 0), else with one new read. Refreshes are jittered, and reads of the same remote key"
         " are shared between ManagedSecrets for up to half the interval. Retries after a failure come at"
         " most one interval apart.",
+    )
+    refresh_policy: RefreshPolicy = Field(
+        default=RefreshPolicy.PERIODIC,
+        description="When the remote values are read again. Periodic (default): every refreshInterval."
+        " OnChange: only when the spec changes or on force-sync (refreshInterval is ignored). CreatedOnce:"
+        " the Secret is written from one read and never refreshed, not even for a spec change, while it"
+        " holds what was written; a Secret deleted or changed by hand is written again (from the last read"
+        " while it is recent, as for every policy), and force-sync reads again. Not for certificates and dynamic secrets, which are renewed.",
     )
     target: Target = Field(
         default_factory=Target,
@@ -661,6 +683,12 @@ class ManagedSecretSpec(CamelModel):
 
     @model_validator(mode="after")
     def _has_source(self) -> ManagedSecretSpec:
+        if self.refresh_policy is RefreshPolicy.CREATED_ONCE and (
+            self.certificate is not None or self.dynamic is not None
+        ):
+            raise ValueError(
+                "refreshPolicy CreatedOnce is for data and dataFrom: certificates and leases are renewed"
+            )
         if self.dynamic is not None:
             if self.certificate is not None or self.data or self.data_from:
                 raise ValueError(
@@ -716,6 +744,13 @@ class ManagedSecret(CamelModel):
     synced_secret_name: str | None = None
     #: status.dataHash: the data the workloads last rolled for (written only by the operator).
     rolled_out_hash: str | None = None
+
+    @property
+    def refresh_seconds(self) -> float:
+        """The refresh interval in effect: 0 (no periodic refresh) unless the policy is Periodic."""
+        if self.spec.refresh_policy is not RefreshPolicy.PERIODIC:
+            return 0.0
+        return self.spec.refresh_interval.total_seconds()
 
     @property
     def target_name(self) -> str:

@@ -413,7 +413,7 @@ class Controller:
             metrics.SYNCS.labels("error", error.reason.value).inc()
             _count_drift_repair(drift, "failed")
             self._report_failure(state, observed, current, error, generation=generation, reports=reports)
-            interval = ms.spec.refresh_interval.total_seconds() if ms is not None else 0
+            interval = ms.refresh_seconds if ms is not None else 0
             if error.transient:
                 return self._backoff(state, interval)
             return self._jittered(interval) if interval > 0 else None
@@ -424,13 +424,13 @@ class Controller:
             metrics.SYNCS.labels("error", Reason.INTERNAL_ERROR.value).inc()
             _count_drift_repair(drift, "failed")
             self._report_failure(state, observed, current, internal, generation=generation, reports=reports)
-            return self._backoff(state, ms.spec.refresh_interval.total_seconds() if ms is not None else 0)
+            return self._backoff(state, ms.refresh_seconds if ms is not None else 0)
         finally:
             metrics.SYNC_SECONDS.observe(time.perf_counter() - started)
         metrics.SYNCS.labels("success", Reason.SYNCED.value).inc()
         if result.expires_at is not None:
             metrics.EXPIRES.labels(state.ref.namespace, state.ref.name).set(result.expires_at)
-        else:
+        elif not result.unread:  # unread (CreatedOnce): the expiry last read still holds
             _forget_expiry(state.ref.namespace, state.ref.name)
         if result.action is not WriteAction.UNCHANGED:
             metrics.SECRET_WRITES.labels(result.action.value.lower()).inc()
@@ -489,7 +489,7 @@ class Controller:
         if refresh_in > 0:
             delay: float | None = refresh_in  # the refresh (or retry) already due stays where it was
         else:
-            interval = ms.spec.refresh_interval.total_seconds()
+            interval = ms.refresh_seconds
             delay = self._jittered(interval) if interval > 0 else None
         # A certificate or lease: the run that renews it is due then at the latest.
         due = result.run_at if result.run_at is not None else result.renew_at
