@@ -22,8 +22,9 @@ QUIET = 6.0
 
 
 def observed(kube: Kube, namespace: str, name: str) -> bool:
-    status = kube.get_ms(namespace, name).get("status") or {}
-    generation = kube.get_ms(namespace, name)["metadata"]["generation"]
+    ms = kube.get_ms(namespace, name)  # one read: status and generation of the same version
+    status = ms.get("status") or {}
+    generation = ms["metadata"]["generation"]
     ready = [c for c in status.get("conditions", []) if c["type"] == "Ready"]
     return bool(ready) and ready[0]["status"] == "True" and ready[0].get("observedGeneration") == generation
 
